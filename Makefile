@@ -13,6 +13,7 @@ PKG      := pkg-config
 # ---- required libraries ----
 LDLIBS   += $(shell $(PKG) --libs libconfig 2>/dev/null || echo -lconfig)
 LDLIBS   += $(shell $(PKG) --libs libpcre2-8 2>/dev/null || echo -lpcre2-8)
+LDLIBS   += $(shell $(PKG) --libs libcjson 2>/dev/null || echo -lcjson)
 
 CORE_SRC := $(wildcard core/*.c)
 CPU_SRC  := $(wildcard backends/cpu/*.c)
@@ -27,7 +28,7 @@ BACKENDS := cpu
 LIB_SRC  := $(CORE_SRC) $(CPU_SRC)
 
 # ---- OpenCL (built when the headers and the ICD loader are present) ----
-HAVE_OPENCL := $(shell test -f /usr/include/CL/cl.h && $(PKG) --exists OpenCL 2>/dev/null && echo 1)
+HAVE_OPENCL ?= $(shell test -f /usr/include/CL/cl.h && test -f backends/opencl/opencl.c && $(PKG) --exists OpenCL 2>/dev/null && echo 1)
 ifeq ($(HAVE_OPENCL),1)
   BACKENDS += opencl
   CFLAGS   += -DPORTA_HAVE_OPENCL -DCL_TARGET_OPENCL_VERSION=120
@@ -79,14 +80,14 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
 PORTA_SHARED ?= $(abspath ../shared/data)
 export PORTA_SHARED
 
-test: all $(TEST_BIN)
+test: all $(TEST_BIN) model
 	@PORTA_BIN=$(abspath $(BIN)) sh tests/run_all.sh $(TEST_BIN)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 model:
-	sh ci/get-model.sh
+	@sh ci/get-model.sh
 
 clean:
 	rm -rf build build-asan porta

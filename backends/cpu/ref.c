@@ -1,0 +1,195 @@
+/* ref.c - scalar reference implementations of the backend ops (see ref.h). Numbers here are
+ * the definition every other backend is tested against. */
+#include "ref.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+int porta_ref_matmul(float *y, const void *w, enum porta_dtype type, int64_t n_rows,
+                     int64_t n_cols, size_t row_bytes, const float *x, int n_tok)
+{
+    const struct porta_type_traits *tt = porta_type_traits(type);
+    const struct porta_type_traits *at = porta_type_traits(tt->vec_dot_type);
+    size_t arow = porta_row_size(tt->vec_dot_type, n_cols);
+    uint8_t *xq = NULL;
+    if (tt->vec_dot_type != PORTA_F32) {
+        xq = malloc(arow);
+        if (!xq)
+            return PORTA_E_NOMEM;
+    }
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * n_cols;
+        const void *a = xt;
+        if (xq) {
+            at->from_float(xt, xq, n_cols);
+            a = xq;
+        }
+        for (int64_t r = 0; r < n_rows; r++)
+            tt->vec_dot(n_cols, &y[(size_t)t * n_rows + r], (const uint8_t *)w + r * row_bytes, a);
+    }
+    free(xq);
+    return 0;
+}
+
+void porta_ref_rmsnorm(float *y, const float *x, const float *w, int n_rows, int n, float eps)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const float *xr = x + (size_t)r * n;
+        float *yr = y + (size_t)r * n;
+        double ss = 0;
+        for (int i = 0; i < n; i++)
+            ss += (double)xr[i] * xr[i];
+        float scale = (float)(1.0 / sqrt(ss / n + eps));
+        for (int i = 0; i < n; i++)
+            yr[i] = xr[i] * scale * (w ? w[i] : 1.0f);
+    }
+}
+
+/* ---- rope ---- */
+
+static float corr_dim(int n_rot, int n_ctx_orig, float base, float beta)
+{
+    return n_rot * logf((float)n_ctx_orig / (beta * 2.0f * (float)M_PI)) / (2.0f * logf(base));
+}
+
+void porta_rope_corr_dims(const struct porta_rope_params *p, float dims[2])
+{
+    float start = floorf(corr_dim(p->n_rot, p->n_ctx_orig, p->freq_base, p->beta_fast));
+    float end = ceilf(corr_dim(p->n_rot, p->n_ctx_orig, p->freq_base, p->beta_slow));
+    dims[0] = fmaxf(0.0f, start);
+    dims[1] = fminf((float)(p->n_rot - 1), end);
+}
+
+void porta_rope_cos_sin(const struct porta_rope_params *p, const float dims[2], int32_t pos,
+                        int i0, float *c, float *s)
+{
+    float theta_extrap = (float)pos * powf(p->freq_base, -(float)i0 / (float)p->n_rot);
+    if (p->freq_factors)
+        theta_extrap /= p->freq_factors[i0 / 2];
+    float theta_interp = p->freq_scale * theta_extrap;
+    float theta = theta_interp;
+    float mscale = p->attn_factor;
+    if (p->ext_factor != 0.0f) {
+        float y = ((float)i0 / 2 - dims[0]) / fmaxf(0.001f, dims[1] - dims[0]);
+        float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * p->ext_factor;
+        theta = theta_interp * (1.0f - ramp) + theta_extrap * ramp;
+        mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+    }
+    *c = cosf(theta) * mscale;
+    *s = sinf(theta) * mscale;
+}
+
+void porta_ref_rope(float *x, int n_tok, int n_head, int head_dim, const int32_t *pos,
+                    const struct porta_rope_params *p)
+{
+    float dims[2] = { 0, 0 };
+    if (p->ext_factor != 0.0f)
+        porta_rope_corr_dims(p, dims);
+    int half = p->n_rot / 2;
+    for (int t = 0; t < n_tok; t++)
+        for (int h = 0; h < n_head; h++) {
+            float *v = x + ((size_t)t * n_head + h) * head_dim;
+            for (int i0 = 0; i0 < p->n_rot; i0 += 2) {
+                float c, s;
+                porta_rope_cos_sin(p, dims, pos[t], i0, &c, &s);
+                int a = p->style == PORTA_ROPE_NEOX ? i0 / 2 : i0;
+                int b = p->style == PORTA_ROPE_NEOX ? i0 / 2 + half : i0 + 1;
+                float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c - x1 * s;
+                v[b] = x0 * s + x1 * c;
+            }
+        }
+}
+
+/* ---- attention ---- */
+
+static void kv_store(void *cache, enum porta_dtype type, size_t idx, const float *src, int n)
+{
+    if (type == PORTA_F16) {
+        porta_f16 *d = (porta_f16 *)cache + idx;
+        for (int i = 0; i < n; i++)
+            d[i] = porta_f32_to_f16(src[i]);
+    } else {
+        memcpy((float *)cache + idx, src, (size_t)n * sizeof(float));
+    }
+}
+
+static float kv_get(const void *cache, enum porta_dtype type, size_t idx)
+{
+    return type == PORTA_F16 ? porta_f16_to_f32(((const porta_f16 *)cache)[idx])
+                             : ((const float *)cache)[idx];
+}
+
+int porta_ref_attention(float *out, const float *q, const float *k, const float *v,
+                         void *k_cache, void *v_cache, const struct porta_attn_params *p)
+{
+    int dk = p->head_dim_k, dv = p->head_dim_v, nkv = p->n_head_kv;
+    for (int t = 0; t < p->n_tok; t++) {
+        size_t cell = ((size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx + p->pos[t]) * nkv;
+        kv_store(k_cache, p->kv_type, cell * dk, k + (size_t)t * nkv * dk, nkv * dk);
+        kv_store(v_cache, p->kv_type, cell * dv, v + (size_t)t * nkv * dv, nkv * dv);
+    }
+    int group = p->n_head / nkv;
+    float *sc = malloc(sizeof(float) * (size_t)p->n_ctx);
+    if (!sc)
+        return PORTA_E_NOMEM;
+    for (int t = 0; t < p->n_tok; t++) {
+        size_t base = (size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx;
+        int n_kv = p->pos[t] + 1;
+        for (int h = 0; h < p->n_head; h++) {
+            const float *qh = q + ((size_t)t * p->n_head + h) * dk;
+            int hk = h / group;
+            float mx = -INFINITY;
+            for (int j = 0; j < n_kv; j++) {
+                size_t cell = ((base + j) * nkv + hk) * dk;
+                float d = 0;
+                for (int i = 0; i < dk; i++)
+                    d += qh[i] * kv_get(k_cache, p->kv_type, cell + i);
+                sc[j] = d * p->scale;
+                mx = fmaxf(mx, sc[j]);
+            }
+            double sum = 0;
+            for (int j = 0; j < n_kv; j++) {
+                sc[j] = expf(sc[j] - mx);
+                sum += sc[j];
+            }
+            float *o = out + ((size_t)t * p->n_head + h) * dv;
+            for (int i = 0; i < dv; i++)
+                o[i] = 0;
+            for (int j = 0; j < n_kv; j++) {
+                size_t cell = ((base + j) * nkv + hk) * dv;
+                float wgt = (float)(sc[j] / sum);
+                for (int i = 0; i < dv; i++)
+                    o[i] += wgt * kv_get(v_cache, p->kv_type, cell + i);
+            }
+        }
+    }
+    free(sc);
+    return 0;
+}
+
+void porta_ref_eltwise(enum porta_elt op, float *y, const float *a, const float *b, int64_t n,
+                       int64_t nb, float s)
+{
+    for (int64_t i = 0; i < n; i++) {
+        switch (op) {
+        case PORTA_ELT_ADD: y[i] = a[i] + b[i % nb]; break;
+        case PORTA_ELT_MUL: y[i] = a[i] * b[i % nb]; break;
+        case PORTA_ELT_SWIGLU: y[i] = a[i] / (1.0f + expf(-a[i])) * b[i]; break;
+        case PORTA_ELT_SCALE: y[i] = a[i] * s; break;
+        case PORTA_ELT_COPY: y[i] = a[i]; break;
+        }
+    }
+}
+
+void porta_ref_embed(float *y, const void *w, enum porta_dtype type, int64_t n_cols,
+                     size_t row_bytes, const int32_t *ids, int n_tok)
+{
+    const struct porta_type_traits *tt = porta_type_traits(type);
+    for (int t = 0; t < n_tok; t++)
+        tt->to_float((const uint8_t *)w + (size_t)ids[t] * row_bytes, y + (size_t)t * n_cols,
+                     n_cols);
+}

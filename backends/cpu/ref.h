@@ -1,0 +1,32 @@
+/* ref.h - the scalar reference of every backend op, on host pointers. Always built; the CPU
+ * backend runs it when kernels = "scalar", and tests/test_backend_ops.c compares every backend
+ * with it. Plain loops, no threads, written to be read. */
+#ifndef PORTA_CPU_REF_H
+#define PORTA_CPU_REF_H
+
+#include "backend.h"
+
+/* y[t][r] = dot(W[r], x[t]) with x quantized to the weight type's vec_dot_type, as the
+ * integer kernels do. w points at row 0. Returns PORTA_E_NOMEM or 0. */
+int porta_ref_matmul(float *y, const void *w, enum porta_dtype type, int64_t n_rows,
+                     int64_t n_cols, size_t row_bytes, const float *x, int n_tok);
+/* w may be NULL (no scale). */
+void porta_ref_rmsnorm(float *y, const float *x, const float *w, int n_rows, int n, float eps);
+void porta_ref_rope(float *x, int n_tok, int n_head, int head_dim, const int32_t *pos,
+                    const struct porta_rope_params *p);
+/* k_cache/v_cache: host memory in p->kv_type, layout as in struct porta_attn_params.
+ * Returns 0 or PORTA_E_NOMEM. */
+int porta_ref_attention(float *out, const float *q, const float *k, const float *v,
+                         void *k_cache, void *v_cache, const struct porta_attn_params *p);
+void porta_ref_eltwise(enum porta_elt op, float *y, const float *a, const float *b, int64_t n,
+                       int64_t nb, float s);
+/* y[t] = row ids[t] of w, dequantized. */
+void porta_ref_embed(float *y, const void *w, enum porta_dtype type, int64_t n_cols,
+                     size_t row_bytes, const int32_t *ids, int n_tok);
+
+/* YaRN helpers shared with the SIMD path: correction dims and one rotation's cos/sin. */
+void porta_rope_corr_dims(const struct porta_rope_params *p, float dims[2]);
+void porta_rope_cos_sin(const struct porta_rope_params *p, const float dims[2], int32_t pos,
+                        int i0, float *c, float *s);
+
+#endif /* PORTA_CPU_REF_H */

@@ -1,0 +1,38 @@
+/* cli.h - shared pieces of the porta command-line tool: option parsing over the config,
+ * opening backend + model + context from a config, and the per-command entry points. */
+#ifndef PORTA_CLI_H
+#define PORTA_CLI_H
+
+#include "backend.h"
+#include "config.h"
+#include "model.h"
+
+/* What every model-loading command opens. */
+struct cli_engine {
+    struct porta_backend *be;
+    struct porta_model *model;
+    struct porta_ctx *ctx;
+};
+
+/* Loads -c/--config (if any) over the defaults, then applies the common flags found in argv
+ * (-m, --backend, -t, --ctx, --batch, --kv-type, --kernels, ...). Flags the caller handles
+ * itself are left for it: *rest receives the remaining arguments (in order), *n_rest their
+ * count. Returns 0 or an error (logged). */
+int cli_parse(int argc, char **argv, struct porta_config *cfg, char ***rest, int *n_rest);
+/* Opens the first backend of cfg's order, the model and (n_seq > 0) a context. */
+int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine *e);
+void cli_engine_close(struct cli_engine *e);
+/* Reads a token-id list (JSON array or whitespace/comma separated) from a file ("-" = stdin). */
+int cli_read_ids(const char *path, int32_t **ids, int *n);
+/* Writes the model-loading progress bar when stderr is a terminal. */
+void cli_progress(const char *what, double frac);
+
+int cmd_devices(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+
+#endif /* PORTA_CLI_H */

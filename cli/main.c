@@ -1,0 +1,271 @@
+/* main.c - the porta command-line tool: dispatches sub-commands and holds the option
+ * parsing and engine set-up they share. The only place in porta that calls exit(). */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: porta COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run        generate text:  porta run -c CFG -p \"text\" [-n N] [--temp T] [--chat]\n"
+    "  chat       interactive chat with the model's template: porta chat -c CFG\n"
+    "  bench      prefill/decode speed: porta bench -m MODEL [-p 128] [-n 32] [-r 3] [--json]\n"
+    "  logits     write every position's logits: porta logits -m MODEL --ids FILE -o OUT\n"
+    "  tokenize   text on stdin -> ids: porta tokenize -m MODEL [--special] [--bos] [--json]\n"
+    "  detokenize ids on stdin -> text: porta detokenize -m MODEL\n"
+    "  devices    backends built, devices they see, and which the config picks\n"
+    "\n"
+    "common options (override the config file):\n"
+    "  -c, --config FILE    libconfig file (see config/)\n"
+    "  -m, --model FILE     GGUF model\n"
+    "  --backend LIST       backend order, e.g. cpu or opencl,cpu\n"
+    "  -t, --threads N      CPU threads (0 = all cores)\n"
+    "  --kernels SET        CPU kernel set: auto, avx512, avx2, scalar\n"
+    "  --ctx N              context length; --batch N  prefill chunk\n"
+    "  --kv-type f16|f32    KV cache precision\n"
+    "  -v, --verbose        debug logging; -q, --quiet  errors only\n";
+
+/* flag -> config key, for flags that take a value */
+static const struct {
+    const char *flag, *alt, *key;
+} flag_keys[] = {
+    { "-m", "--model", "model.path" },
+    { "--backend", NULL, "backend.order" },
+    { "-t", "--threads", "backend.cpu.threads" },
+    { "--kernels", NULL, "backend.cpu.kernels" },
+    { "--ctx", "--n-ctx", "model.n_ctx" },
+    { "--batch", NULL, "model.n_batch" },
+    { "--kv-type", NULL, "model.kv_type" },
+    { "--temp", "--temperature", "sampling.temperature" },
+    { "--top-p", NULL, "sampling.top_p" },
+    { "--top-k", NULL, "sampling.top_k" },
+    { "--min-p", NULL, "sampling.min_p" },
+    { "--repeat-penalty", "--repetition-penalty", "sampling.repetition_penalty" },
+    { "--presence-penalty", NULL, "sampling.presence_penalty" },
+    { "--frequency-penalty", NULL, "sampling.frequency_penalty" },
+    { "--seed", NULL, "sampling.seed" },
+    { "--template", "--chat-template", "model.chat_template" },
+    { "--host", NULL, "server.host" },
+    { "--port", NULL, "server.port" },
+    { "--slots", NULL, "server.slots" },
+    { "--alias", NULL, "model.alias" },
+    { "--api-key", NULL, "server.api_key" },
+};
+
+int cli_parse(int argc, char **argv, struct porta_config *cfg, char ***rest, int *n_rest)
+{
+    porta_config_defaults(cfg);
+    *rest = calloc((size_t)argc + 1, sizeof(char *));
+    *n_rest = 0;
+    if (!*rest)
+        return PORTA_E_NOMEM;
+    /* the config file first, so that flags override it wherever they appear */
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                porta_err("%s needs a file name", argv[i]);
+                return PORTA_E_INVAL;
+            }
+            int rc = porta_config_load(argv[i + 1], cfg);
+            if (rc)
+                return rc;
+            i++;
+        }
+    porta_log_set_level(porta_config_log_level(cfg));
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+            porta_log_set_level(PORTA_LOG_DEBUG);
+            continue;
+        }
+        if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+            porta_log_set_level(PORTA_LOG_ERROR);
+            continue;
+        }
+        const char *key = NULL;
+        for (size_t k = 0; k < sizeof flag_keys / sizeof flag_keys[0]; k++)
+            if (strcmp(a, flag_keys[k].flag) == 0 ||
+                (flag_keys[k].alt && strcmp(a, flag_keys[k].alt) == 0))
+                key = flag_keys[k].key;
+        if (!key) {
+            (*rest)[(*n_rest)++] = argv[i];
+            continue;
+        }
+        if (i + 1 >= argc) {
+            porta_err("%s needs a value", a);
+            return PORTA_E_INVAL;
+        }
+        int rc = porta_config_set(cfg, key, argv[++i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void cli_progress(const char *what, double frac)
+{
+    if (!isatty(STDERR_FILENO))
+        return;
+    int w = 30, done = (int)(frac * w + 0.5);
+    fprintf(stderr, "\r%s [", what);
+    for (int i = 0; i < w; i++)
+        fputc(i < done ? '#' : '.', stderr);
+    fprintf(stderr, "] %3d%%%s", (int)(frac * 100 + 0.5), frac >= 1.0 ? "\n" : "");
+    fflush(stderr);
+}
+
+int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine *e)
+{
+    memset(e, 0, sizeof *e);
+    if (!cfg->model.path[0]) {
+        porta_err("no model: pass -m FILE or set model.path in the config");
+        return PORTA_E_INVAL;
+    }
+    const char *order[PORTA_CFG_MAX_ORDER];
+    struct porta_backend_cfg bcfg[PORTA_CFG_MAX_ORDER];
+    int rc = PORTA_E_NOTFOUND;
+    for (int i = 0; i < cfg->backend.n_order; i++) {
+        order[i] = cfg->backend.order[i];
+        porta_config_backend_cfg(cfg, order[i], &bcfg[i]);
+    }
+    /* open in order; each backend with its own section of the config */
+    for (int i = 0; i < cfg->backend.n_order && !e->be; i++) {
+        rc = porta_backend_open_first(&order[i], 1, &bcfg[i], &e->be);
+        if (rc && i + 1 < cfg->backend.n_order)
+            porta_info("falling back to backend %s", order[i + 1]);
+    }
+    if (!e->be)
+        return rc;
+    porta_info("backend: %s", e->be->desc);
+    cli_progress("loading model", 0.0);
+    double t0 = porta_time_s();
+    rc = porta_model_load(cfg->model.path, e->be, &e->model);
+    if (rc) {
+        cli_engine_close(e);
+        return rc;
+    }
+    cli_progress("loading model", 1.0);
+    porta_info("model: %s (%s, %d layers, n_embd %d, vocab %d) loaded in %.2f s",
+               cfg->model.path, e->model->hp.arch_name, e->model->hp.n_layer, e->model->hp.n_embd,
+               e->model->hp.n_vocab, porta_time_s() - t0);
+    if (n_seq > 0) {
+        struct porta_ctx_params cp = { .n_ctx = cfg->model.n_ctx, .n_seq = n_seq,
+                                       .n_batch = cfg->model.n_batch,
+                                       .kv_type = porta_config_kv_dtype(cfg) };
+        rc = porta_ctx_create(e->model, &cp, &e->ctx);
+        if (rc) {
+            cli_engine_close(e);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void cli_engine_close(struct cli_engine *e)
+{
+    porta_ctx_destroy(e->ctx);
+    porta_model_destroy(e->model);
+    porta_backend_close(e->be);
+    memset(e, 0, sizeof *e);
+}
+
+int cli_read_ids(const char *path, int32_t **ids, int *n)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    *ids = NULL;
+    *n = 0;
+    if (!f) {
+        porta_err("%s: %s", path, strerror(errno));
+        return PORTA_E_IO;
+    }
+    int cap = 0, rc = 0, c;
+    char tok[32];
+    int tl = 0;
+    for (;;) {
+        c = fgetc(f);
+        if (c != EOF && (isdigit(c) || (c == '-' && tl == 0))) {
+            if (tl >= (int)sizeof tok - 1) {
+                porta_err("%s: number too long", path);
+                rc = PORTA_E_FORMAT;
+                break;
+            }
+            tok[tl++] = (char)c;
+            continue;
+        }
+        if (tl) {
+            tok[tl] = 0;
+            char *end;
+            errno = 0;
+            long v = strtol(tok, &end, 10);
+            if (errno || *end || v < 0 || v > INT32_MAX) {
+                porta_err("%s: '%s' is not a token id", path, tok);
+                rc = PORTA_E_FORMAT;
+                break;
+            }
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 256;
+                int32_t *p = realloc(*ids, sizeof(int32_t) * (size_t)cap);
+                if (!p) {
+                    rc = PORTA_E_NOMEM;
+                    break;
+                }
+                *ids = p;
+            }
+            (*ids)[(*n)++] = (int32_t)v;
+            tl = 0;
+        }
+        if (c == EOF)
+            break;
+        if (!(isspace(c) || c == ',' || c == '[' || c == ']')) {
+            porta_err("%s: unexpected character '%c' in the id list", path, c);
+            rc = PORTA_E_FORMAT;
+            break;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (!rc && *n == 0) {
+        porta_err("%s: no token ids", path);
+        rc = PORTA_E_FORMAT;
+    }
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        { "devices", cmd_devices }, { "logits", cmd_logits }, { "bench", cmd_bench },
+        { "run", cmd_run },         { "chat", cmd_chat },     { "tokenize", cmd_tokenize },
+        { "detokenize", cmd_detokenize },
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0) {
+            int rc = cmds[i].fn(argc - 2, argv + 2);
+            return rc == 0 ? 0 : 1;
+        }
+    fprintf(stderr, "porta: unknown command '%s'\n\n%s", argv[1], usage);
+    return 2;
+}

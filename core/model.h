@@ -1,0 +1,110 @@
+/* model.h - a loaded model: hyperparameters from GGUF metadata, the tensor table mapped to
+ * backend weights, and the inference context (KV cache + activation buffers) that the
+ * per-architecture forward passes (forward_*.c) run in. */
+#ifndef PORTA_MODEL_H
+#define PORTA_MODEL_H
+
+#include "backend.h"
+#include "gguf.h"
+
+enum porta_arch { PORTA_ARCH_LLAMA, PORTA_ARCH_QWEN2 };
+
+struct porta_hparams {
+    char arch_name[32];
+    enum porta_arch arch;
+    int n_vocab;
+    int n_embd;
+    int n_layer;
+    int n_head, n_head_kv;
+    int head_dim;                   /* key length per head */
+    int head_dim_v;                 /* value length per head */
+    int n_ff;
+    int n_ctx_train;
+    float rms_eps;
+    struct porta_rope_params rope;  /* freq_factors points into the model when present */
+};
+
+/* One GGUF tensor on the model's backend. 1-D tensors (norms, biases) are F32 weights with
+ * n_rows 1; view() gives their position for ops that take a view. */
+struct porta_layer {
+    struct porta_weight attn_norm;  /* [n_embd] */
+    struct porta_weight wq, wk, wv; /* [n_head*head_dim, n_embd], [n_head_kv*head_dim, n_embd] */
+    struct porta_weight bq, bk, bv; /* qwen2 biases; type F32, buf NULL when absent */
+    struct porta_weight wo;         /* [n_embd, n_head*head_dim_v] */
+    struct porta_weight ffn_norm;   /* [n_embd] */
+    struct porta_weight w_gate, w_up; /* [n_ff, n_embd] */
+    struct porta_weight w_down;     /* [n_embd, n_ff] */
+};
+
+struct porta_model {
+    struct porta_gguf *gguf;
+    struct porta_hparams hp;
+    struct porta_backend *be;       /* not owned */
+    struct porta_buf *weights;      /* the whole GGUF data section on the backend */
+    struct porta_weight tok_embd;   /* [n_vocab, n_embd] */
+    struct porta_weight out_norm;   /* [n_embd] */
+    struct porta_weight output;     /* [n_vocab, n_embd]; tok_embd when tied */
+    struct porta_layer *layers;     /* n_layer */
+    float *rope_freqs;              /* host copy of rope_freqs.weight, or NULL */
+    size_t weight_bytes;            /* bytes of every matrix a forward pass reads */
+};
+
+/* Loads a GGUF model onto `be` (weights zero-copy on the CPU, uploaded elsewhere).
+ * Returns 0, or PORTA_E_IO / PORTA_E_FORMAT / PORTA_E_UNSUPPORTED (unknown architecture or
+ * tensor type, logged with the tensor name) / PORTA_E_NOMEM / a backend error. */
+int porta_model_load(const char *path, struct porta_backend *be, struct porta_model **out);
+/* Same over an already opened GGUF, which the model then owns (closed by destroy). */
+int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct porta_model **out);
+void porta_model_destroy(struct porta_model *m);                    /* NULL ok */
+
+/* Reads the hyperparameters of g; validates ranges. Used by the loader and `porta info`. */
+int porta_hparams_read(const struct porta_gguf *g, struct porta_hparams *hp);
+
+static inline struct porta_view porta_wview(const struct porta_weight *w)
+{
+    return (struct porta_view){ w->buf, w->off };
+}
+
+/* ---- inference context ---- */
+struct porta_ctx_params {
+    int n_ctx;                      /* KV cache positions per sequence */
+    int n_seq;                      /* parallel sequences (server slots) */
+    int n_batch;                    /* max tokens per forward call */
+    enum porta_dtype kv_type;       /* PORTA_F16 (default) or PORTA_F32 */
+};
+
+struct porta_ctx {
+    struct porta_model *m;
+    struct porta_ctx_params p;
+    struct porta_buf *k_cache, *v_cache; /* one buffer each, all layers */
+    size_t kv_layer_stride_k, kv_layer_stride_v; /* bytes per layer */
+    /* activations, [n_batch][dim] each */
+    struct porta_buf *x, *xb, *q, *k, *v, *att, *g, *u, *logits;
+    int32_t *n_past;                /* per sequence: positions filled (bookkeeping for callers) */
+};
+
+struct porta_batch {
+    int n_tok;
+    const int32_t *ids;
+    const int32_t *pos;             /* NULL: n_past[seq] + i */
+    const int32_t *seq;             /* NULL: all sequence 0 */
+    const bool *logits;             /* per token: compute its logits? NULL: only the last */
+};
+
+int porta_ctx_create(struct porta_model *m, const struct porta_ctx_params *p,
+                     struct porta_ctx **out);
+void porta_ctx_destroy(struct porta_ctx *c);                        /* NULL ok */
+/* Forgets sequence s (or all with s < 0): positions restart at 0. */
+void porta_ctx_reset(struct porta_ctx *c, int s);
+
+/* Runs a batch (split into n_batch chunks as needed) and writes the logits of the tokens whose
+ * flag is set, in token order, to logits_out ([n_flagged][n_vocab] floats, host). Updates
+ * n_past. Returns 0 or an error (bad id/position: PORTA_E_RANGE, backend errors). */
+int porta_forward(struct porta_ctx *c, const struct porta_batch *b, float *logits_out);
+
+/* The per-architecture layer loops (forward_*.c): one chunk of <= n_batch tokens, hidden
+ * state of the flagged rows normalized and projected into c->logits. */
+int porta_forward_llama(struct porta_ctx *c, int n_tok, const int32_t *ids, const int32_t *pos,
+                        const int32_t *seq, const int32_t *out_rows, int n_out);
+
+#endif /* PORTA_MODEL_H */

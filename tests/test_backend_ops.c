@@ -1,0 +1,445 @@
+/* test_backend_ops.c - every op x weight type x shape on every compiled backend (and every
+ * CPU kernel set this machine supports) against the scalar reference in backends/cpu/ref.c,
+ * by normalized mean squared error, with guard bytes after every output. A backend that
+ * cannot open here is reported as skipped with its reason. */
+#include <math.h>
+
+#include "backend.h"
+#include "quant.h"
+#include "../backends/cpu/kernels.h"
+#include "../backends/cpu/ref.h"
+#include "testutil.h"
+
+#define GUARD 64            /* bytes of sentinel after each output */
+#define SENTINEL 0xA5
+
+struct target {
+    const char *backend;
+    const char *kernels;    /* cpu kernel set, or NULL */
+    char label[64];
+};
+
+static struct target targets[8];
+static int n_targets;
+
+static void find_targets(void)
+{
+    int n;
+    const struct porta_backend_ops *const *reg = porta_backend_registry(&n);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(reg[i]->name, "cpu") == 0) {
+            static const char *sets[] = { "scalar", "avx2", "avx512" };
+            for (int s = 0; s < 3; s++) {
+                if (s > 0 && !porta_cpu_has(sets[s])) {
+                    printf("SKIP cpu/%s: this CPU lacks the instruction set\n", sets[s]);
+                    continue;
+                }
+                targets[n_targets].backend = "cpu";
+                targets[n_targets].kernels = sets[s];
+                snprintf(targets[n_targets].label, 64, "cpu/%s", sets[s]);
+                n_targets++;
+            }
+        } else {
+            targets[n_targets].backend = reg[i]->name;
+            snprintf(targets[n_targets].label, 64, "%s", reg[i]->name);
+            n_targets++;
+        }
+    }
+}
+
+static struct porta_backend *open_target(const struct target *t)
+{
+    struct porta_backend_cfg cfg = { .threads = 2, .cpu_kernels = t->kernels, .platform = -1,
+                                     .device = -1 };
+    struct porta_backend *be = NULL;
+    if (porta_backend_open(t->backend, &cfg, &be) != 0) {
+        printf("SKIP %s: cannot open: %s\n", t->label, porta_log_last_error());
+        return NULL;
+    }
+    return be;
+}
+
+/* upload host data into a fresh buffer with GUARD sentinel bytes after it */
+static struct porta_buf *mkbuf(struct porta_backend *be, const void *data, size_t n)
+{
+    struct porta_buf *b;
+    ck_assert_int_eq(porta_be_buf_alloc(be, n + GUARD, PORTA_BUF_ACT, &b), 0);
+    uint8_t *tmp = malloc(n + GUARD);
+    if (data)
+        memcpy(tmp, data, n);
+    else
+        memset(tmp, 0, n);
+    memset(tmp + n, SENTINEL, GUARD);
+    ck_assert_int_eq(porta_be_upload(be, b, 0, tmp, n + GUARD), 0);
+    free(tmp);
+    return b;
+}
+
+/* download n bytes and check the guard after them */
+static void fetch(struct porta_backend *be, struct porta_buf *b, void *out, size_t n,
+                  const char *what)
+{
+    uint8_t *tmp = malloc(n + GUARD);
+    ck_assert_int_eq(porta_be_synchronize(be), 0);
+    ck_assert_int_eq(porta_be_download(be, tmp, b, 0, n + GUARD), 0);
+    for (int i = 0; i < GUARD; i++)
+        ck_assert_msg(tmp[n + i] == SENTINEL, "%s: wrote past its output (guard byte %d)", what, i);
+    memcpy(out, tmp, n);
+    free(tmp);
+}
+
+static void check_nmse(const char *label, const char *what, const float *got, const float *ref,
+                       size_t n, double limit)
+{
+    double e = tu_nmse(got, ref, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(isfinite(got[i]), "%s %s: non-finite output at %zu", label, what, i);
+    ck_assert_msg(e <= limit, "%s %s: nmse %.3g > %.3g", label, what, e, limit);
+}
+
+/* ---- matmul ---- */
+
+static const enum porta_dtype wtypes[] = {
+    PORTA_F32,  PORTA_F16,  PORTA_BF16, PORTA_Q4_0, PORTA_Q4_1, PORTA_Q5_0, PORTA_Q5_1,
+    PORTA_Q8_0, PORTA_Q2_K, PORTA_Q3_K, PORTA_Q4_K, PORTA_Q5_K, PORTA_Q6_K,
+};
+#define N_WTYPES (int)(sizeof wtypes / sizeof wtypes[0])
+
+static void *make_weights(enum porta_dtype t, int64_t rows, int64_t cols, unsigned seed,
+                          size_t *row_bytes)
+{
+    *row_bytes = porta_row_size(t, cols);
+    uint8_t *w = malloc(*row_bytes * rows);
+    float *f = malloc(sizeof(float) * cols);
+    for (int64_t r = 0; r < rows; r++) {
+        tu_fill(f, cols, seed * 1000 + r, 1.0f);
+        ck_assert_int_eq(porta_quantize_row(t, f, w + r * *row_bytes, cols), 0);
+    }
+    free(f);
+    return w;
+}
+
+static void run_matmul(struct porta_backend *be, const char *label, enum porta_dtype t,
+                       int64_t rows, int64_t cols, int n_tok)
+{
+    size_t rb;
+    void *w = make_weights(t, rows, cols, (unsigned)(rows + cols + t), &rb);
+    float *x = malloc(sizeof(float) * cols * n_tok), *y = malloc(sizeof(float) * rows * n_tok),
+          *yr = malloc(sizeof(float) * rows * n_tok);
+    tu_fill(x, (size_t)cols * n_tok, 7 + n_tok, 2.0f);
+    ck_assert_int_eq(porta_ref_matmul(yr, w, t, rows, cols, rb, x, n_tok), 0);
+
+    struct porta_buf *wb = mkbuf(be, w, rb * rows), *xb = mkbuf(be, x, sizeof(float) * cols * n_tok),
+                     *yb = mkbuf(be, NULL, sizeof(float) * rows * n_tok);
+    struct porta_weight W = { .type = t, .n_rows = rows, .n_cols = cols, .n_mat = 1,
+                              .row_bytes = rb, .buf = wb, .off = 0, .name = "test" };
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s [%lld x %lld] x %d tok", porta_dtype_name(t),
+             (long long)rows, (long long)cols, n_tok);
+    if (!porta_be_supports(be, PORTA_OP_MATMUL, t)) {
+        printf("UNSUPPORTED %s %s\n", label, what);
+    } else {
+        ck_assert_int_eq(porta_be_matmul(be, (struct porta_view){ yb, 0 }, &W,
+                                         (struct porta_view){ xb, 0 }, n_tok), 0);
+        fetch(be, yb, y, sizeof(float) * rows * n_tok, what);
+        /* float weights: only summation order differs; quantized: 8-bit activations */
+        double lim = porta_type_traits(t)->quantized ? 2e-4 : 1e-8;
+        check_nmse(label, what, y, yr, (size_t)rows * n_tok, lim);
+    }
+    porta_be_buf_free(be, wb);
+    porta_be_buf_free(be, xb);
+    porta_be_buf_free(be, yb);
+    free(w);
+    free(x);
+    free(y);
+    free(yr);
+}
+
+START_TEST(test_matmul)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    for (int i = 0; i < N_WTYPES; i++) {
+        enum porta_dtype t = wtypes[i];
+        int64_t blk = porta_type_traits(t)->blck;
+        int64_t c1 = blk == 1 ? 37 : blk * 3, c2 = blk == 1 ? 300 : (blk == 256 ? 512 : 96);
+        run_matmul(be, targets[_i].label, t, 1, c1, 1);
+        run_matmul(be, targets[_i].label, t, 33, c1, 1);
+        run_matmul(be, targets[_i].label, t, 67, c2, 1);
+        run_matmul(be, targets[_i].label, t, 19, c2, 7);
+        run_matmul(be, targets[_i].label, t, 130, c1, 33);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* ---- embed ---- */
+
+START_TEST(test_embed)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    for (int i = 0; i < N_WTYPES; i++) {
+        enum porta_dtype t = wtypes[i];
+        int64_t cols = porta_type_traits(t)->blck == 1 ? 45 : porta_type_traits(t)->blck * 2,
+                rows = 50;
+        size_t rb;
+        void *w = make_weights(t, rows, cols, 99 + i, &rb);
+        int32_t ids[5] = { 0, 49, 7, 7, 23 };
+        float *y = malloc(sizeof(float) * cols * 5), *yr = malloc(sizeof(float) * cols * 5);
+        porta_ref_embed(yr, w, t, cols, rb, ids, 5);
+        struct porta_buf *wb = mkbuf(be, w, rb * rows), *yb = mkbuf(be, NULL, sizeof(float) * cols * 5);
+        struct porta_weight W = { .type = t, .n_rows = rows, .n_cols = cols, .n_mat = 1,
+                                  .row_bytes = rb, .buf = wb, .name = "emb" };
+        ck_assert_int_eq(porta_be_embed(be, (struct porta_view){ yb, 0 }, &W, ids, 5), 0);
+        fetch(be, yb, y, sizeof(float) * cols * 5, "embed");
+        check_nmse(targets[_i].label, porta_dtype_name(t), y, yr, (size_t)cols * 5, 1e-12);
+        /* an id outside the table is an error, not a read out of bounds */
+        int32_t bad = 50;
+        ck_assert_int_eq(porta_be_embed(be, (struct porta_view){ yb, 0 }, &W, &bad, 1),
+                         PORTA_E_RANGE);
+        porta_be_buf_free(be, wb);
+        porta_be_buf_free(be, yb);
+        free(w);
+        free(y);
+        free(yr);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* ---- rmsnorm, eltwise ---- */
+
+START_TEST(test_rmsnorm)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    static const int shapes[][2] = { { 1, 7 }, { 3, 64 }, { 17, 576 }, { 5, 1000 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], n = shapes[s][1];
+        for (int with_w = 0; with_w < 2; with_w++) {
+            size_t nb = sizeof(float) * rows * n;
+            float *x = malloc(nb), *w = malloc(sizeof(float) * n), *y = malloc(nb), *yr = malloc(nb);
+            tu_fill(x, (size_t)rows * n, 3 + s, 3.0f);
+            tu_fill(w, n, 4 + s, 1.0f);
+            porta_ref_rmsnorm(yr, x, with_w ? w : NULL, rows, n, 1e-5f);
+            struct porta_buf *xb = mkbuf(be, x, nb), *wb = mkbuf(be, w, sizeof(float) * n),
+                             *yb = mkbuf(be, NULL, nb);
+            ck_assert_int_eq(porta_be_rmsnorm(be, (struct porta_view){ yb, 0 },
+                                              (struct porta_view){ xb, 0 },
+                                              (struct porta_view){ with_w ? wb : NULL, 0 }, rows, n,
+                                              1e-5f), 0);
+            fetch(be, yb, y, nb, "rmsnorm");
+            check_nmse(targets[_i].label, "rmsnorm", y, yr, (size_t)rows * n, 1e-10);
+            porta_be_buf_free(be, xb);
+            porta_be_buf_free(be, wb);
+            porta_be_buf_free(be, yb);
+            free(x);
+            free(w);
+            free(y);
+            free(yr);
+        }
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+START_TEST(test_eltwise)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    static const enum porta_elt ops[] = { PORTA_ELT_ADD, PORTA_ELT_MUL, PORTA_ELT_SWIGLU,
+                                          PORTA_ELT_SCALE, PORTA_ELT_COPY };
+    static const int64_t sizes[][2] = { { 1, 1 }, { 37, 37 }, { 5000, 5000 }, { 6000, 24 },
+                                        { 96, 1 } };
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++)
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            int64_t n = sizes[s][0], nb = sizes[s][1];
+            if (ops[o] == PORTA_ELT_SWIGLU)
+                nb = n;
+            float *a = malloc(4 * n), *b = malloc(4 * nb), *y = malloc(4 * n), *yr = malloc(4 * n);
+            tu_fill(a, n, 11 + s, 4.0f);
+            tu_fill(b, nb, 12 + s, 2.0f);
+            porta_ref_eltwise(ops[o], yr, a, b, n, nb, 0.37f);
+            struct porta_buf *ab = mkbuf(be, a, 4 * n), *bb = mkbuf(be, b, 4 * nb),
+                             *yb = mkbuf(be, NULL, 4 * n);
+            ck_assert_int_eq(porta_be_eltwise(be, ops[o], (struct porta_view){ yb, 0 },
+                                              (struct porta_view){ ab, 0 },
+                                              (struct porta_view){ bb, 0 }, n, nb, 0.37f), 0);
+            fetch(be, yb, y, 4 * n, "eltwise");
+            char what[64];
+            snprintf(what, sizeof what, "eltwise op %d n %lld nb %lld", ops[o], (long long)n,
+                     (long long)nb);
+            check_nmse(targets[_i].label, what, y, yr, n, 1e-10);
+            /* in place: y aliases a */
+            ck_assert_int_eq(porta_be_eltwise(be, ops[o], (struct porta_view){ ab, 0 },
+                                              (struct porta_view){ ab, 0 },
+                                              (struct porta_view){ bb, 0 }, n, nb, 0.37f), 0);
+            fetch(be, ab, y, 4 * n, "eltwise in place");
+            check_nmse(targets[_i].label, what, y, yr, n, 1e-10);
+            porta_be_buf_free(be, ab);
+            porta_be_buf_free(be, bb);
+            porta_be_buf_free(be, yb);
+            free(a);
+            free(b);
+            free(y);
+            free(yr);
+        }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* ---- rope ---- */
+
+START_TEST(test_rope)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    float ff[32];
+    for (int i = 0; i < 32; i++)
+        ff[i] = 1.0f + 0.25f * i;
+    struct {
+        enum porta_rope_style style;
+        int n_rot, head_dim;
+        float base, scale, ext;
+        const float *ff;
+    } cases[] = {
+        { PORTA_ROPE_NORM, 64, 64, 10000, 1, 0, NULL },
+        { PORTA_ROPE_NEOX, 64, 64, 1e6f, 1, 0, NULL },
+        { PORTA_ROPE_NORM, 16, 48, 10000, 0.025f, 1, NULL },   /* partial, YaRN */
+        { PORTA_ROPE_NEOX, 32, 96, 500000, 0.5f, 0, NULL },    /* partial, linear */
+        { PORTA_ROPE_NORM, 64, 64, 500000, 1, 0, ff },         /* frequency factors */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n_tok = 9, n_head = 3, hd = cases[c].head_dim;
+        struct porta_rope_params p = { .style = cases[c].style, .n_rot = cases[c].n_rot,
+                                       .freq_base = cases[c].base, .freq_scale = cases[c].scale,
+                                       .ext_factor = cases[c].ext, .attn_factor = 1.0f,
+                                       .beta_fast = 32, .beta_slow = 1, .n_ctx_orig = 4096,
+                                       .freq_factors = cases[c].ff };
+        int32_t pos[9] = { 0, 1, 2, 3, 100, 1000, 4095, 7, 8 };
+        size_t nb = sizeof(float) * n_tok * n_head * hd;
+        float *x = malloc(nb), *y = malloc(nb);
+        tu_fill(x, nb / 4, 21 + c, 1.0f);
+        struct porta_buf *xb = mkbuf(be, x, nb);
+        porta_ref_rope(x, n_tok, n_head, hd, pos, &p);
+        ck_assert_int_eq(porta_be_rope(be, (struct porta_view){ xb, 0 }, n_tok, n_head, hd, pos, &p),
+                         0);
+        fetch(be, xb, y, nb, "rope");
+        check_nmse(targets[_i].label, "rope", y, x, nb / 4, 1e-9);
+        porta_be_buf_free(be, xb);
+        free(x);
+        free(y);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* ---- attention ---- */
+
+static void run_attention(struct porta_backend *be, const char *label, enum porta_dtype kvt,
+                          int n_head, int n_head_kv, int dk, int dv, int n_seq)
+{
+    int n_ctx = 40, steps[] = { 13, 1, 1, 7 }; /* a prefill chunk, then decode, then a chunk */
+    size_t es = kvt == PORTA_F16 ? 2 : 4;
+    size_t kc_n = (size_t)n_ctx * n_seq * n_head_kv * dk * es,
+           vc_n = (size_t)n_ctx * n_seq * n_head_kv * dv * es;
+    void *kc = calloc(1, kc_n), *vc = calloc(1, vc_n);
+    struct porta_buf *kcb = mkbuf(be, NULL, kc_n), *vcb = mkbuf(be, NULL, vc_n);
+    int past[4] = { 0 };
+    for (size_t st = 0; st < sizeof steps / sizeof steps[0]; st++) {
+        for (int s = 0; s < n_seq; s++) {
+            int n_tok = steps[st];
+            int32_t pos[16], seq[16];
+            for (int t = 0; t < n_tok; t++) {
+                pos[t] = past[s] + t;
+                seq[t] = s;
+            }
+            past[s] += n_tok;
+            size_t qn = (size_t)n_tok * n_head * dk, kn = (size_t)n_tok * n_head_kv * dk,
+                   vn = (size_t)n_tok * n_head_kv * dv, on = (size_t)n_tok * n_head * dv;
+            float *q = malloc(4 * qn), *k = malloc(4 * kn), *v = malloc(4 * vn),
+                  *o = malloc(4 * on), *orf = malloc(4 * on);
+            unsigned seed = (unsigned)(st * 10 + s);
+            tu_fill(q, qn, seed + 1, 1.0f);
+            tu_fill(k, kn, seed + 2, 1.0f);
+            tu_fill(v, vn, seed + 3, 1.0f);
+            struct porta_attn_params p = { .n_tok = n_tok, .n_head = n_head, .n_head_kv = n_head_kv,
+                                           .head_dim_k = dk, .head_dim_v = dv,
+                                           .scale = 1.0f / sqrtf((float)dk), .pos = pos, .seq = seq,
+                                           .n_ctx = n_ctx, .n_seq = n_seq, .kv_type = kvt };
+            ck_assert_int_eq(porta_ref_attention(orf, q, k, v, kc, vc, &p), 0);
+            struct porta_buf *qb = mkbuf(be, q, 4 * qn), *kb = mkbuf(be, k, 4 * kn),
+                             *vb = mkbuf(be, v, 4 * vn), *ob = mkbuf(be, NULL, 4 * on);
+            p.k_cache = (struct porta_view){ kcb, 0 };
+            p.v_cache = (struct porta_view){ vcb, 0 };
+            ck_assert_int_eq(porta_be_attention(be, (struct porta_view){ ob, 0 },
+                                                (struct porta_view){ qb, 0 },
+                                                (struct porta_view){ kb, 0 },
+                                                (struct porta_view){ vb, 0 }, &p), 0);
+            char what[96];
+            snprintf(what, sizeof what, "attention %s heads %d/%d dims %d/%d seq %d step %zu",
+                     kvt == PORTA_F16 ? "f16" : "f32", n_head, n_head_kv, dk, dv, s, st);
+            fetch(be, ob, o, 4 * on, what);
+            check_nmse(label, what, o, orf, on, 1e-9);
+            porta_be_buf_free(be, qb);
+            porta_be_buf_free(be, kb);
+            porta_be_buf_free(be, vb);
+            porta_be_buf_free(be, ob);
+            free(q);
+            free(k);
+            free(v);
+            free(o);
+            free(orf);
+        }
+    }
+    /* a position outside the cache is an error */
+    int32_t bad = n_ctx;
+    struct porta_attn_params p = { .n_tok = 1, .n_head = n_head, .n_head_kv = n_head_kv,
+                                   .head_dim_k = dk, .head_dim_v = dv, .scale = 1, .pos = &bad,
+                                   .n_ctx = n_ctx, .n_seq = n_seq, .kv_type = kvt,
+                                   .k_cache = { kcb, 0 }, .v_cache = { vcb, 0 } };
+    ck_assert_int_eq(porta_be_attention(be, (struct porta_view){ kcb, 0 }, (struct porta_view){ kcb, 0 },
+                                        (struct porta_view){ kcb, 0 }, (struct porta_view){ kcb, 0 }, &p),
+                     PORTA_E_RANGE);
+    porta_be_buf_free(be, kcb);
+    porta_be_buf_free(be, vcb);
+    free(kc);
+    free(vc);
+}
+
+START_TEST(test_attention)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    const char *l = targets[_i].label;
+    run_attention(be, l, PORTA_F32, 4, 4, 64, 64, 1);
+    run_attention(be, l, PORTA_F32, 6, 2, 32, 32, 2);   /* GQA, two sequences */
+    run_attention(be, l, PORTA_F16, 9, 3, 64, 64, 1);   /* SmolLM2's head layout */
+    run_attention(be, l, PORTA_F16, 4, 1, 48, 32, 3);   /* k and v head sizes differ */
+    run_attention(be, l, PORTA_F32, 2, 2, 100, 100, 1); /* not a multiple of any width */
+    porta_backend_close(be);
+}
+END_TEST
+
+int main(void)
+{
+    find_targets();
+    Suite *s = suite_create("backend_ops");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_matmul, 0, n_targets);
+    tcase_add_loop_test(tc, test_embed, 0, n_targets);
+    tcase_add_loop_test(tc, test_rmsnorm, 0, n_targets);
+    tcase_add_loop_test(tc, test_eltwise, 0, n_targets);
+    tcase_add_loop_test(tc, test_rope, 0, n_targets);
+    tcase_add_loop_test(tc, test_attention, 0, n_targets);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

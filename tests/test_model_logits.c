@@ -1,0 +1,189 @@
+/* test_model_logits.c - end-to-end numerics: the tiny reference models of ../shared/data/arch
+ * (llama, qwen2; F32 and F16) and ../shared/data/quant (every block format) run through the
+ * model loader and forward pass on every backend and CPU kernel set, as one prefill, one token
+ * at a time, and a prefix followed by single tokens; every position's logits must be within
+ * the tolerance that the data's README states, and the argmax must agree wherever the
+ * reference margin exceeds the observed error. */
+#include <math.h>
+
+#include "backend.h"
+#include "model.h"
+#include "../backends/cpu/kernels.h"
+#include "testutil.h"
+
+struct target {
+    const char *backend, *kernels;
+};
+static struct target targets[8];
+static int n_targets;
+
+static void find_targets(void)
+{
+    int n;
+    const struct porta_backend_ops *const *reg = porta_backend_registry(&n);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(reg[i]->name, "cpu") == 0) {
+            targets[n_targets++] = (struct target){ "cpu", "scalar" };
+            if (porta_cpu_has("avx2"))
+                targets[n_targets++] = (struct target){ "cpu", "avx2" };
+            if (porta_cpu_has("avx512"))
+                targets[n_targets++] = (struct target){ "cpu", "avx512" };
+        } else {
+            targets[n_targets++] = (struct target){ reg[i]->name, NULL };
+        }
+    }
+}
+
+enum mode { PREFILL, DECODE, SPLIT };
+static const char *mode_name[] = { "prefill", "decode", "prefix+decode" };
+
+/* Runs ids through the model in the given mode; fills logits [n][n_vocab]. */
+static int run_model(struct porta_model *m, const int32_t *ids, int n, enum mode md,
+                     enum porta_dtype kvt, float *logits)
+{
+    struct porta_ctx *c;
+    struct porta_ctx_params cp = { .n_ctx = n + 4, .n_seq = 1, .n_batch = 16, .kv_type = kvt };
+    int rc = porta_ctx_create(m, &cp, &c);
+    if (rc)
+        return rc;
+    int nv = m->hp.n_vocab, split = md == PREFILL ? n : md == DECODE ? 0 : n / 2;
+    bool want[256];
+    for (int i = 0; i < n; i++)
+        want[i] = true;
+    if (split > 0) {
+        struct porta_batch b = { .n_tok = split, .ids = ids, .logits = want };
+        rc = porta_forward(c, &b, logits);
+    }
+    for (int i = split; i < n && !rc; i++) {
+        struct porta_batch b = { .n_tok = 1, .ids = ids + i };
+        rc = porta_forward(c, &b, logits + (size_t)i * nv);
+    }
+    porta_ctx_destroy(c);
+    return rc;
+}
+
+/* max |a - ref| and the argmax check at clear-margin positions */
+static double compare(const char *what, const float *got, const float *ref, int n, int nv)
+{
+    double err = tu_max_abs_diff(got, ref, (size_t)n * nv);
+    for (int i = 0; i < n; i++) {
+        const float *r = ref + (size_t)i * nv, *g = got + (size_t)i * nv;
+        int a = 0, b = -1, ga = 0;
+        for (int v = 1; v < nv; v++) {
+            if (r[v] > r[a]) {
+                b = a;
+                a = v;
+            } else if (b < 0 || r[v] > r[b]) {
+                b = v;
+            }
+            if (g[v] > g[ga])
+                ga = v;
+        }
+        if (r[a] - r[b] > 2 * err)
+            ck_assert_msg(ga == a, "%s: argmax %d != reference %d at position %d (margin %.4f)",
+                          what, ga, a, i, r[a] - r[b]);
+    }
+    return err;
+}
+
+static void check_file(const char *model_rel, const char *logits_rel, const char *ids_rel,
+                       double tol, enum porta_dtype kvt, bool all_modes)
+{
+    int32_t ids[256];
+    char *idtxt = tu_read_file(tu_path(ids_rel), NULL);
+    ck_assert_msg(idtxt, "missing %s", tu_path(ids_rel));
+    int n = tu_parse_ids(idtxt, ids, 256);
+    free(idtxt);
+    size_t rn;
+    float *ref = tu_read_file(tu_path(logits_rel), &rn);
+    ck_assert_msg(ref, "missing %s", tu_path(logits_rel));
+    for (int ti = 0; ti < n_targets; ti++) {
+        struct porta_backend_cfg cfg = { .threads = 2, .cpu_kernels = targets[ti].kernels,
+                                         .platform = -1, .device = -1 };
+        struct porta_backend *be;
+        char label[64];
+        snprintf(label, sizeof label, "%s%s%s", targets[ti].backend, targets[ti].kernels ? "/" : "",
+                 targets[ti].kernels ? targets[ti].kernels : "");
+        if (porta_backend_open(targets[ti].backend, &cfg, &be)) {
+            printf("SKIP %s on %s: %s\n", model_rel, label, porta_log_last_error());
+            continue;
+        }
+        struct porta_model *m;
+        ck_assert_msg(porta_model_load(tu_path(model_rel), be, &m) == 0, "%s: %s", model_rel,
+                      porta_log_last_error());
+        int nv = m->hp.n_vocab;
+        ck_assert_int_eq(rn, sizeof(float) * (size_t)n * nv);
+        float *got = malloc(sizeof(float) * (size_t)n * nv);
+        for (int md = 0; md < (all_modes ? 3 : 1); md++) {
+            ck_assert_msg(run_model(m, ids, n, md, kvt, got) == 0, "%s: forward failed: %s",
+                          model_rel, porta_log_last_error());
+            char what[160];
+            snprintf(what, sizeof what, "%s %s %s kv %s", model_rel, label, mode_name[md],
+                     kvt == PORTA_F16 ? "f16" : "f32");
+            double err = compare(what, got, ref, n, nv);
+            printf("%-40s max abs err %.3g (tolerance %.3g)\n", what, err, tol);
+            ck_assert_msg(err <= tol, "%s: max abs error %.4g > tolerance %.4g", what, err, tol);
+        }
+        free(got);
+        porta_model_destroy(m);
+        porta_backend_close(be);
+    }
+    free(ref);
+}
+
+/* ---- ../shared/data/arch ---- */
+
+START_TEST(test_arch_llama_f32) { check_file("arch/llama/model-f32.gguf", "arch/llama/logits.f32", "arch/llama/ids.json", 1e-3, PORTA_F32, true); }
+END_TEST
+START_TEST(test_arch_llama_f16) { check_file("arch/llama/model-f16.gguf", "arch/llama/logits.f32", "arch/llama/ids.json", 0.05, PORTA_F32, true); }
+END_TEST
+START_TEST(test_arch_qwen2_f32) { check_file("arch/qwen2/model-f32.gguf", "arch/qwen2/logits.f32", "arch/qwen2/ids.json", 1e-3, PORTA_F32, true); }
+END_TEST
+START_TEST(test_arch_qwen2_f16) { check_file("arch/qwen2/model-f16.gguf", "arch/qwen2/logits.f32", "arch/qwen2/ids.json", 0.05, PORTA_F32, true); }
+END_TEST
+/* the default F16 KV cache stays within the F16-weights tolerance */
+START_TEST(test_arch_kv_f16) { check_file("arch/qwen2/model-f32.gguf", "arch/qwen2/logits.f32", "arch/qwen2/ids.json", 0.05, PORTA_F16, true); }
+END_TEST
+
+/* ---- ../shared/data/quant: tolerance per file from its README ---- */
+
+static const struct {
+    const char *name;
+    double tol;
+} quant_files[] = {
+    { "llama-F16", 0.05 },     { "llama-BF16", 0.1 },    { "llama-Q4_0", 0.4 },
+    { "llama-Q4_1", 0.3 },     { "llama-Q5_0", 0.4 },    { "llama-Q5_1", 0.4 },
+    { "llama-Q8_0", 0.4 },     { "llama-Q2_K", 0.5 },    { "llama-Q3_K_M", 0.5 },
+    { "llama-Q4_K_M", 0.5 },   { "llama-Q5_K_M", 0.5 },  { "llama-Q6_K", 0.5 },
+    { "llama-Q2_K-pure", 0.5 }, { "llama-Q3_K-pure", 0.4 }, { "llama-Q4_K-pure", 0.5 },
+    { "llama-Q5_K-pure", 0.5 }, { "qwen2-Q4_0", 0.75 },  { "qwen2-Q8_0", 0.5 },
+    { "qwen2-Q4_K_M", 0.75 },
+};
+
+START_TEST(test_quant_file)
+{
+    char model[128], logits[128];
+    snprintf(model, sizeof model, "quant/%s.gguf", quant_files[_i].name);
+    snprintf(logits, sizeof logits, "quant/%s.logits.f32", quant_files[_i].name);
+    check_file(model, logits, "quant/ids.json", quant_files[_i].tol, PORTA_F32, _i % 4 == 0);
+}
+END_TEST
+
+int main(void)
+{
+    find_targets();
+    Suite *s = suite_create("model_logits");
+    TCase *tc = tcase_create("arch");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_arch_llama_f32);
+    tcase_add_test(tc, test_arch_llama_f16);
+    tcase_add_test(tc, test_arch_qwen2_f32);
+    tcase_add_test(tc, test_arch_qwen2_f16);
+    tcase_add_test(tc, test_arch_kv_f16);
+    suite_add_tcase(s, tc);
+    TCase *tq = tcase_create("quant");
+    tcase_set_timeout(tq, 600);
+    tcase_add_loop_test(tq, test_quant_file, 0, (int)(sizeof quant_files / sizeof quant_files[0]));
+    suite_add_tcase(s, tq);
+    return tu_run(s);
+}
