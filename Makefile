@@ -45,6 +45,7 @@ BIN      := $(if $(filter build,$(BUILD)),porta,$(BUILD)/porta)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_SH  := $(wildcard tests/test_*.sh)
 TEST_LIBS := $(shell $(PKG) --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
 .PHONY: all test asan clean model backends
@@ -81,7 +82,7 @@ PORTA_SHARED ?= $(abspath ../shared/data)
 export PORTA_SHARED
 
 test: all $(TEST_BIN) model
-	@PORTA_BIN=$(abspath $(BIN)) sh tests/run_all.sh $(TEST_BIN)
+	@PORTA_BIN=$(abspath $(BIN)) sh tests/run_all.sh $(TEST_BIN) $(TEST_SH)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test

@@ -296,6 +296,7 @@ int cmd_run(int argc, char **argv)
     char **rest;
     int n_rest, rc = cli_parse(argc, argv, &cfg, &rest, &n_rest), max_tokens = 0;
     const char *prompt = NULL, *system = NULL;
+    char *prompt_buf = NULL;
     bool chat = false, hide = false, ignore_eos = false;
     struct gen_cli g;
     memset(&g, 0, sizeof g);
@@ -306,7 +307,22 @@ int cmd_run(int argc, char **argv)
         char *end;
         if (strcmp(rest[i], "-p") == 0 && i + 1 < n_rest)
             prompt = rest[++i];
-        else if (strcmp(rest[i], "--system") == 0 && i + 1 < n_rest)
+        else if (strcmp(rest[i], "-f") == 0 && i + 1 < n_rest) {
+            FILE *f = fopen(rest[++i], "rb");
+            size_t n;
+            if (!f) {
+                porta_err("run: cannot open prompt file %s", rest[i]);
+                rc = PORTA_E_IO;
+                goto done;
+            }
+            free(prompt_buf);
+            prompt = prompt_buf = read_all(f, &n);
+            fclose(f);
+            if (!prompt_buf) {
+                rc = PORTA_E_NOMEM;
+                goto done;
+            }
+        } else if (strcmp(rest[i], "--system") == 0 && i + 1 < n_rest)
             system = rest[++i];
         else if (strcmp(rest[i], "-n") == 0 && i + 1 < n_rest) {
             max_tokens = (int)strtol(rest[++i], &end, 10);
@@ -328,7 +344,7 @@ int cmd_run(int argc, char **argv)
         }
     }
     if (!prompt) {
-        porta_err("run: need -p \"prompt text\"");
+        porta_err("run: need -p \"prompt text\" or -f FILE");
         rc = PORTA_E_INVAL;
         goto done;
     }
@@ -350,6 +366,7 @@ int cmd_run(int argc, char **argv)
     }
 done:
     free(rendered);
+    free(prompt_buf);
     gen_close(&g);
     free(rest);
     return rc;

@@ -13,7 +13,7 @@ static const char usage[] =
     "usage: porta COMMAND [options]\n"
     "\n"
     "commands:\n"
-    "  run        generate text:  porta run -c CFG -p \"text\" [-n N] [--temp T] [--chat]\n"
+    "  run        generate text:  porta run -c CFG -p \"text\" | -f FILE [-n N] [--temp T] [--chat]\n"
     "  chat       interactive chat with the model's template: porta chat -c CFG\n"
     "  bench      prefill/decode speed: porta bench -m MODEL [-p 128] [-n 32] [-r 3] [--json]\n"
     "  logits     write every position's logits: porta logits -m MODEL --ids FILE -o OUT\n"
@@ -133,18 +133,12 @@ int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine
     }
     const char *order[PORTA_CFG_MAX_ORDER];
     struct porta_backend_cfg bcfg[PORTA_CFG_MAX_ORDER];
-    int rc = PORTA_E_NOTFOUND;
     for (int i = 0; i < cfg->backend.n_order; i++) {
         order[i] = cfg->backend.order[i];
         porta_config_backend_cfg(cfg, order[i], &bcfg[i]);
     }
-    /* open in order; each backend with its own section of the config */
-    for (int i = 0; i < cfg->backend.n_order && !e->be; i++) {
-        rc = porta_backend_open_first(&order[i], 1, &bcfg[i], &e->be);
-        if (rc && i + 1 < cfg->backend.n_order)
-            porta_info("falling back to backend %s", order[i + 1]);
-    }
-    if (!e->be)
+    int rc = porta_backend_open_first(order, bcfg, cfg->backend.n_order, &e->be);
+    if (rc)
         return rc;
     porta_info("backend: %s", e->be->desc);
     cli_progress("loading model", 0.0);

@@ -47,7 +47,10 @@ int porta_backend_open(const char *name, const struct porta_backend_cfg *cfg,
     *out = NULL;
     const struct porta_backend_ops *ops = porta_backend_find(name);
     if (!ops) {
-        porta_err("backend '%s' is not compiled into this binary", name);
+        bool known = !strcmp(name, "cpu") || !strcmp(name, "opencl") || !strcmp(name, "hip");
+        /* a known backend left out of this build is a normal fallback step, not an error */
+        porta_log(known ? PORTA_LOG_INFO : PORTA_LOG_ERROR, "backend '%s' is %s", name,
+                  known ? "not compiled into this binary" : "unknown (cpu, opencl, hip)");
         return PORTA_E_NOTFOUND;
     }
     struct porta_backend_cfg def = { .threads = 0, .cpu_kernels = "auto", .platform = -1,
@@ -66,25 +69,23 @@ int porta_backend_open(const char *name, const struct porta_backend_cfg *cfg,
     return 0;
 }
 
-int porta_backend_open_first(const char *const *order, int n, const struct porta_backend_cfg *cfg,
+int porta_backend_open_first(const char *const *order, const struct porta_backend_cfg *cfgs, int n,
                              struct porta_backend **out)
 {
     *out = NULL;
     int rc = PORTA_E_NOTFOUND;
     for (int i = 0; i < n; i++) {
-        rc = porta_backend_open(order[i], cfg, out);
+        rc = porta_backend_open(order[i], cfgs ? &cfgs[i] : NULL, out);
         if (rc == 0) {
             if (i > 0)
-                porta_info("using backend %s (fallback #%d)", (*out)->desc, i);
+                porta_info("using backend %s (entry %d of backend.order)", (*out)->desc, i + 1);
             return 0;
         }
-        porta_warn("backend %s unavailable (%s)%s", order[i], porta_strerror(rc),
-                   i + 1 < n ? ", trying the next in backend.order" : "");
+        if (i + 1 < n)
+            porta_info("backend %s unavailable (%s), trying %s", order[i], porta_strerror(rc),
+                       order[i + 1]);
     }
-    if (n == 0)
-        porta_err("backend.order is empty");
-    else
-        porta_err("no backend in backend.order could be opened");
+    porta_err(n ? "no backend in backend.order could be opened" : "backend.order is empty");
     return rc;
 }
 

@@ -136,8 +136,9 @@ const struct porta_backend_ops *porta_backend_find(const char *name);
  * (logged with the reason). */
 int porta_backend_open(const char *name, const struct porta_backend_cfg *cfg,
                        struct porta_backend **out);
-/* Tries each name in order, logs why each that fails did, returns the first that opens. */
-int porta_backend_open_first(const char *const *order, int n, const struct porta_backend_cfg *cfg,
+/* Tries each name in order (cfgs[i] for order[i]; cfgs NULL = defaults), logs why each that
+ * fails did, returns the first that opens; the error of the last one when none does. */
+int porta_backend_open_first(const char *const *order, const struct porta_backend_cfg *cfgs, int n,
                              struct porta_backend **out);
 void porta_backend_close(struct porta_backend *be);                  /* NULL ok */
 
