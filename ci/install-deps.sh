@@ -8,6 +8,7 @@ pkgs=(
   libpcre2-dev
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo libclblast-dev
   libmicrohttpd-dev libcjson-dev
+  python3-venv chromium chromium-driver   # server tests: venv for openai/pytest/selenium, browser
 )
 if [ "${1:-}" != "--no-gpu-toolchains" ]; then
   pkgs+=(hipcc libamdhip64-dev rocm-device-libs)

@@ -34,5 +34,7 @@ int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 #endif /* PORTA_CLI_H */

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 
+
 static const char usage[] =
     "usage: porta COMMAND [options]\n"
     "\n"
@@ -20,6 +21,8 @@ static const char usage[] =
     "  tokenize   text on stdin -> ids: porta tokenize -m MODEL [--special] [--bos] [--json]\n"
     "  detokenize ids on stdin -> text: porta detokenize -m MODEL\n"
     "  devices    backends built, devices they see, and which the config picks\n"
+    "  serve      OpenAI-compatible HTTP server + chat page: porta serve -c CFG [-m MODEL]\n"
+    "             [--host H] [--port P] [--slots N] [--alias NAME] [--api-key KEY]\n"
     "\n"
     "common options (override the config file):\n"
     "  -c, --config FILE    libconfig file (see config/)\n"
@@ -240,6 +243,7 @@ int cli_read_ids(const char *path, int32_t **ids, int *n)
     return rc;
 }
 
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
@@ -253,7 +257,8 @@ int main(int argc, char **argv)
     } cmds[] = {
         { "devices", cmd_devices }, { "logits", cmd_logits }, { "bench", cmd_bench },
         { "run", cmd_run },         { "chat", cmd_chat },     { "tokenize", cmd_tokenize },
-        { "detokenize", cmd_detokenize },
+        { "detokenize", cmd_detokenize }, { "serve", cmd_serve },
+        { "synth", cmd_synth },
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(argv[1], cmds[i].name) == 0) {

@@ -3,6 +3,7 @@
  * once, so backends implement only the computation. */
 #include "backend.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +132,15 @@ static bool f32s(size_t n, size_t *bytes)
 
 bool porta_be_supports(const struct porta_backend *be, enum porta_op op, enum porta_dtype wt)
 {
-    return be && be->ops->supports && be->ops->supports(be, op, wt);
+    if (!be)
+        return false;
+    /* the newer ops are optional entries: a backend written before them answers `supports`
+     * for op ids it does not know, so the entry itself decides */
+    if ((op == PORTA_OP_MOE_ROUTE && !be->ops->moe_route) ||
+        (op == PORTA_OP_MATMUL_EXPERTS && !be->ops->matmul_experts) ||
+        (op == PORTA_OP_ATTENTION_MLA && !be->ops->attention_mla))
+        return false;
+    return be->ops->supports && be->ops->supports(be, op, wt);
 }
 
 int porta_be_buf_alloc(struct porta_backend *be, size_t n, enum porta_buf_use use,
@@ -193,12 +202,17 @@ static bool weight_ok(const struct porta_backend *be, const struct porta_weight 
 {
     const struct porta_type_traits *tt = porta_type_traits(w->type);
     size_t n;
+    size_t mat, last;
     if (!tt || w->n_rows <= 0 || w->n_cols <= 0 || w->n_mat <= 0 ||
-        porta_row_size(w->type, w->n_cols) != w->row_bytes) {
+        porta_row_size(w->type, w->n_cols) != w->row_bytes ||
+        !porta_mul_ok((size_t)w->n_rows, w->row_bytes, &mat) ||
+        (w->mat_stride && w->mat_stride < mat)) {
         porta_err("%s: weight '%s' has a bad shape or type", what, w->name ? w->name : "?");
         return false;
     }
-    if (!porta_mul_ok((size_t)w->n_rows * (size_t)w->n_mat, w->row_bytes, &n))
+    /* the last matrix ends at (n_mat - 1) * stride + its own bytes */
+    if (!porta_mul_ok((size_t)(w->n_mat - 1), porta_weight_mat_stride(w), &last) ||
+        !porta_add_ok(last, mat, &n))
         return false;
     return view_ok(be, (struct porta_view){ w->buf, w->off }, n, what);
 }
@@ -302,6 +316,92 @@ int porta_be_embed(struct porta_backend *be, struct porta_view y, const struct p
             return PORTA_E_RANGE;
         }
     return be->ops->embed(be, y, w, ids, n_tok);
+}
+
+int porta_be_moe_route(struct porta_backend *be, struct porta_view ids, struct porta_view weights,
+                       struct porta_view logits, const struct porta_route_params *p)
+{
+    NEED(be, moe_route, "moe_route");
+    if (!p || p->n_tok <= 0 || p->n_expert <= 0 || p->k <= 0 || p->k > p->n_expert ||
+        (p->gating != PORTA_GATING_SOFTMAX && p->gating != PORTA_GATING_SIGMOID) ||
+        !isfinite(p->scale)) {
+        porta_err("moe_route: bad parameters");
+        return PORTA_E_INVAL;
+    }
+    if (p->n_group > 1) {
+        int per = p->n_expert / p->n_group;
+        if (p->n_expert % p->n_group || p->topk_group < 1 || p->topk_group > p->n_group ||
+            p->k > p->topk_group * per) {
+            porta_err("moe_route: %d experts, %d groups, %d groups used and top-%d do not fit",
+                      p->n_expert, p->n_group, p->topk_group, p->k);
+            return PORTA_E_INVAL;
+        }
+    }
+    size_t tk = (size_t)p->n_tok * (size_t)p->k * 4, te;
+    if (!porta_mul_ok((size_t)p->n_tok * 4, (size_t)p->n_expert, &te) ||
+        !view_ok(be, ids, tk, "moe_route ids") || !view_ok(be, weights, tk, "moe_route weights") ||
+        !view_ok(be, logits, te, "moe_route logits") ||
+        (p->bias.buf && !view_ok(be, p->bias, (size_t)p->n_expert * 4, "moe_route bias")))
+        return PORTA_E_INVAL;
+    return be->ops->moe_route(be, ids, weights, logits, p);
+}
+
+int porta_be_matmul_experts(struct porta_backend *be, struct porta_view y,
+                            const struct porta_weight *w, struct porta_view x,
+                            const struct porta_experts_params *p)
+{
+    NEED(be, matmul_experts, "matmul_experts");
+    if (!p || !w || p->n_tok <= 0 || p->k <= 0 || !weight_ok(be, w, "matmul_experts") ||
+        (!p->ids.buf && p->k > w->n_mat)) {
+        porta_err("matmul_experts: bad parameters for '%s'", w && w->name ? w->name : "?");
+        return PORTA_E_INVAL;
+    }
+    size_t slots = (size_t)p->n_tok * (size_t)p->k, ny, nx;
+    if (!f32s((p->weights.buf ? (size_t)p->n_tok : slots) * (size_t)w->n_rows, &ny) ||
+        !f32s((p->x_per_slot ? slots : (size_t)p->n_tok) * (size_t)w->n_cols, &nx) ||
+        !view_ok(be, y, ny, "matmul_experts y") || !view_ok(be, x, nx, "matmul_experts x") ||
+        (p->ids.buf && !view_ok(be, p->ids, slots * 4, "matmul_experts ids")) ||
+        (p->weights.buf && !view_ok(be, p->weights, slots * 4, "matmul_experts weights")))
+        return PORTA_E_INVAL;
+    if (!porta_be_supports(be, PORTA_OP_MATMUL, w->type) ||
+        !porta_be_supports(be, PORTA_OP_MATMUL_EXPERTS, w->type)) {
+        porta_err("backend %s: expert matmul with %s weights ('%s') is not supported",
+                  be->ops->name, porta_dtype_name(w->type), w->name ? w->name : "?");
+        return PORTA_E_UNSUPPORTED;
+    }
+    return be->ops->matmul_experts(be, y, w, x, p);
+}
+
+int porta_be_attention_mla(struct porta_backend *be, struct porta_view out,
+                           struct porta_view q_lat, struct porta_view q_rope,
+                           struct porta_view kv_lat, struct porta_view k_rope,
+                           const struct porta_attn_params *p)
+{
+    NEED(be, attention_mla, "attention_mla");
+    if (!p || p->n_tok <= 0 || p->n_head <= 0 || p->n_head_kv != 1 || p->head_dim_v <= 0 ||
+        p->head_dim_k <= p->head_dim_v || !p->pos || p->n_ctx <= 0 || p->n_seq <= 0 ||
+        (p->kv_type != PORTA_F32 && p->kv_type != PORTA_F16))
+        return PORTA_E_INVAL;
+    for (int t = 0; t < p->n_tok; t++) {
+        int s = p->seq ? p->seq[t] : 0;
+        if (p->pos[t] < 0 || p->pos[t] >= p->n_ctx || s < 0 || s >= p->n_seq) {
+            porta_err("attention_mla: token %d at position %d of sequence %d is outside the KV "
+                      "cache (%d positions x %d sequences)", t, p->pos[t], s, p->n_ctx, p->n_seq);
+            return PORTA_E_RANGE;
+        }
+    }
+    size_t t = (size_t)p->n_tok, h = (size_t)p->n_head, lat = (size_t)p->head_dim_v,
+           rope = (size_t)(p->head_dim_k - p->head_dim_v),
+           es = p->kv_type == PORTA_F16 ? 2 : 4,
+           cells = (size_t)p->n_ctx * (size_t)p->n_seq;
+    if (!view_ok(be, q_lat, t * h * lat * 4, "attention_mla q_lat") ||
+        !view_ok(be, q_rope, t * h * rope * 4, "attention_mla q_rope") ||
+        !view_ok(be, kv_lat, t * lat * 4, "attention_mla kv_lat") ||
+        !view_ok(be, k_rope, t * rope * 4, "attention_mla k_rope") ||
+        !view_ok(be, out, t * h * lat * 4, "attention_mla out") ||
+        !view_ok(be, p->k_cache, cells * (size_t)p->head_dim_k * es, "attention_mla cache"))
+        return PORTA_E_INVAL;
+    return be->ops->attention_mla(be, out, q_lat, q_rope, kv_lat, k_rope, p);
 }
 
 int porta_be_synchronize(struct porta_backend *be)

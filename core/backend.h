@@ -19,7 +19,9 @@ struct porta_view {
 };
 
 /* A weight matrix (or a stack of n_mat expert matrices) resident on one backend.
- * Row r of matrix e starts at off + (e * n_rows + r) * row_bytes. */
+ * Row r of matrix e starts at off + e * mat_stride + r * row_bytes; mat_stride 0 means
+ * n_rows * row_bytes (packed, as a GGUF 3-D expert tensor). A larger stride views a row range
+ * of every matrix of a stack (MLA: the no-rope rows of each head of attn_q). */
 struct porta_weight {
     enum porta_dtype type;
     int64_t n_rows;                 /* output features */
@@ -29,11 +31,19 @@ struct porta_weight {
     struct porta_buf *buf;
     size_t off;
     const char *name;               /* for messages */
+    size_t mat_stride;              /* bytes from matrix e to e + 1; 0 = n_rows * row_bytes */
 };
+
+/* Bytes from one matrix of a stack to the next. */
+static inline size_t porta_weight_mat_stride(const struct porta_weight *w)
+{
+    return w->mat_stride ? w->mat_stride : (size_t)w->n_rows * w->row_bytes;
+}
 
 enum porta_op {
     PORTA_OP_MATMUL, PORTA_OP_RMSNORM, PORTA_OP_ROPE, PORTA_OP_ATTENTION, PORTA_OP_ELTWISE,
-    PORTA_OP_EMBED, PORTA_OP_COUNT
+    PORTA_OP_EMBED, PORTA_OP_MOE_ROUTE, PORTA_OP_MATMUL_EXPERTS, PORTA_OP_ATTENTION_MLA,
+    PORTA_OP_COUNT
 };
 
 enum porta_elt {
@@ -72,6 +82,46 @@ struct porta_attn_params {
     enum porta_dtype kv_type;       /* PORTA_F32 or PORTA_F16 */
     /* cache layout: k at ((seq * n_ctx + p) * n_head_kv + h) * head_dim_k elements, v likewise */
     struct porta_view k_cache, v_cache;
+};
+
+/* ---- mixture of experts ---- */
+
+/* How router logits become expert scores (values of GGUF `expert_gating_func`). */
+enum porta_gating { PORTA_GATING_SOFTMAX = 1, PORTA_GATING_SIGMOID = 2 };
+
+/* Top-k routing of n_tok tokens over n_expert experts. Per token t, from logits[t]:
+ *   s = softmax(logits[t]) or sigmoid(logits[t])         (the scores)
+ *   c = s + bias                                         (choice scores; bias absent: c = s)
+ *   n_group > 1: the experts form n_group groups of n_expert / n_group consecutive ones; a
+ *     group's score is the sum of its two best c (its only c for one-expert groups); only the
+ *     topk_group best groups stay eligible (DeepSeek-V3 group-limited routing)
+ *   ids[t] = the k eligible experts of largest c, in decreasing order of c; ties go to the
+ *     lower expert index (so a result never depends on the backend)
+ *   weights[t][j] = s[ids[t][j]] (unbiased), divided by their sum when norm, times scale. */
+struct porta_route_params {
+    int n_tok, n_expert, k;
+    enum porta_gating gating;
+    bool norm;                      /* renormalise the k weights to sum 1 */
+    float scale;                    /* routed scaling factor, applied last (1 = none) */
+    struct porta_view bias;         /* f32 [n_expert] correction bias (exp_probs_b); NULL: none */
+    int n_group, topk_group;        /* group-limited routing; n_group <= 1: off */
+};
+
+/* Products with the matrices of a stack chosen per token and slot (w->n_mat experts):
+ *   y[t][j] = W[ids[t][j]] x[t]      (x shared by the k slots of token t)
+ *   y[t][j] = W[ids[t][j]] x[t][j]   (x_per_slot)
+ * for t < n_tok, j < k. With weights, the k products of a token are summed:
+ *   y[t] = sum_j weights[t][j] * W[ids[t][j]] x    (y: [n_tok][n_rows])
+ * else y is [n_tok][k][n_rows]. A slot whose id is outside [0, n_mat) contributes zeros (ids
+ * live on the device, so the wrapper cannot check them). x is quantized to the weight type's
+ * vec_dot_type exactly as matmul does. Backends group the slots by matrix so that a matrix is
+ * read once per call however many tokens chose it. */
+struct porta_experts_params {
+    int n_tok, k;
+    struct porta_view ids;          /* int32 [n_tok][k]; buf NULL: slot j uses matrix j (k <= n_mat:
+                                       a per-head batched product, MLA) */
+    bool x_per_slot;                /* x: [n_tok][k][n_cols], else [n_tok][n_cols] */
+    struct porta_view weights;      /* f32 [n_tok][k]; buf NULL: no sum */
 };
 
 struct porta_backend_cfg {
@@ -119,6 +169,25 @@ struct porta_backend_ops {
                     struct porta_view a, struct porta_view b, int64_t n, int64_t nb, float s);
     int  (*embed)(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
                   const int32_t *ids, int n_tok);            /* ids: host, checked < n_rows */
+    /* mixture of experts; NULL: unsupported. ids: int32 [n_tok][k], weights: f32 [n_tok][k],
+     * logits: f32 [n_tok][n_expert] (see struct porta_route_params) */
+    int  (*moe_route)(struct porta_backend *be, struct porta_view ids, struct porta_view weights,
+                      struct porta_view logits, const struct porta_route_params *p);
+    int  (*matmul_experts)(struct porta_backend *be, struct porta_view y,
+                           const struct porta_weight *w, struct porta_view x,
+                           const struct porta_experts_params *p);
+    /* multi-head latent attention (DeepSeek-V2/V3) over a cache of compressed rows; NULL:
+     * unsupported. p->n_head_kv is 1, p->head_dim_v = n_lat (kv_lora_rank) and
+     * p->head_dim_k = n_lat + n_rope; p->k_cache holds one row [n_lat | n_rope] per cell at
+     * (seq * n_ctx + pos) * head_dim_k elements; p->v_cache is unused. For each token t: store
+     * [kv_lat[t] | k_rope[t]] at pos[t] of seq[t], then for each head h, over cells j <= pos[t]:
+     *   s_j = scale * (q_lat[t][h] . lat_j + q_rope[t][h] . rope_j)
+     *   out[t][h] = sum_j softmax(s)_j lat_j
+     * q_lat, out: [n_tok][n_head][n_lat]; q_rope: [n_tok][n_head][n_rope]; kv_lat: [n_tok][n_lat];
+     * k_rope: [n_tok][n_rope]. (q_lat is the no-rope query with the key up-projection absorbed.) */
+    int  (*attention_mla)(struct porta_backend *be, struct porta_view out, struct porta_view q_lat,
+                          struct porta_view q_rope, struct porta_view kv_lat,
+                          struct porta_view k_rope, const struct porta_attn_params *p);
     int  (*synchronize)(struct porta_backend *be);          /* the only call that waits */
 };
 
@@ -166,6 +235,17 @@ int porta_be_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_v
                      struct porta_view a, struct porta_view b, int64_t n, int64_t nb, float s);
 int porta_be_embed(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
                    const int32_t *ids, int n_tok);
+/* Mixture of experts and MLA (see the vtable): PORTA_E_UNSUPPORTED when the backend lacks the
+ * entry (or, for matmul_experts, the weight type), PORTA_E_INVAL for bad shapes or views. */
+int porta_be_moe_route(struct porta_backend *be, struct porta_view ids, struct porta_view weights,
+                       struct porta_view logits, const struct porta_route_params *p);
+int porta_be_matmul_experts(struct porta_backend *be, struct porta_view y,
+                            const struct porta_weight *w, struct porta_view x,
+                            const struct porta_experts_params *p);
+int porta_be_attention_mla(struct porta_backend *be, struct porta_view out,
+                           struct porta_view q_lat, struct porta_view q_rope,
+                           struct porta_view kv_lat, struct porta_view k_rope,
+                           const struct porta_attn_params *p);
 int porta_be_synchronize(struct porta_backend *be);
 
 static inline struct porta_view porta_view_at(struct porta_view v, size_t off)

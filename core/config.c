@@ -826,8 +826,8 @@ void porta_config_defaults(struct porta_config *cfg)
     cfg->backend.n_order = 3;
     cfg->backend.cpu.threads = 0;
     set_str(cfg->backend.cpu.kernels, sizeof cfg->backend.cpu.kernels, "auto");
-    cfg->backend.opencl.platform = 0;
-    cfg->backend.opencl.device = 0;
+    cfg->backend.opencl.platform = -1; /* auto: the first GPU or accelerator */
+    cfg->backend.opencl.device = -1;
     cfg->backend.opencl.clblast = true;
     cfg->backend.hip.device = 0;
     cfg->backend.hip.weight_cache_mb = 8192;

@@ -1,6 +1,7 @@
-/* forward_llama.c - the dense transformer layer loop shared by `llama` (LLaMA, SmolLM2,
- * R1-Distill-Llama) and `qwen2` (Qwen2/2.5, R1-Distill-Qwen: adds q/k/v biases, NeoX rope).
- * Written once against the porta_be_* wrappers; every backend runs this same code. */
+/* forward_llama.c - the transformer layer loop shared by `llama` (LLaMA, SmolLM2,
+ * R1-Distill-Llama; Mixtral when it has experts), `qwen2` (Qwen2/2.5, R1-Distill-Qwen: q/k/v
+ * biases, NeoX rope), `qwen2moe` and `qwen3moe` (per-head q/k RMSNorm); the dense FFN and the
+ * final projection. Written once against the porta_be_* wrappers; every backend runs it. */
 #include <math.h>
 
 #include "model.h"
@@ -41,6 +42,13 @@ static int attention_block(struct porta_ctx *c, int il, int n_tok, const int32_t
     TRY(add_bias(be, V(c->q), &L->bq, n_tok));
     TRY(add_bias(be, V(c->k), &L->bk, n_tok));
     TRY(add_bias(be, V(c->v), &L->bv, n_tok));
+    /* qwen3moe: RMSNorm of every q and k head */
+    if (L->attn_q_norm.buf)
+        TRY(porta_be_rmsnorm(be, V(c->q), V(c->q), porta_wview(&L->attn_q_norm),
+                             n_tok * hp->n_head, hp->head_dim, hp->rms_eps));
+    if (L->attn_k_norm.buf)
+        TRY(porta_be_rmsnorm(be, V(c->k), V(c->k), porta_wview(&L->attn_k_norm),
+                             n_tok * hp->n_head_kv, hp->head_dim, hp->rms_eps));
     /* rotary position embedding of q and k */
     TRY(porta_be_rope(be, V(c->q), n_tok, hp->n_head, hp->head_dim, pos, &hp->rope));
     TRY(porta_be_rope(be, V(c->k), n_tok, hp->n_head_kv, hp->head_dim, pos, &hp->rope));
@@ -60,7 +68,7 @@ static int attention_block(struct porta_ctx *c, int il, int n_tok, const int32_t
                             (int64_t)n_tok * hp->n_embd, (int64_t)n_tok * hp->n_embd, 0);
 }
 
-static int ffn_block(struct porta_ctx *c, int il, int n_tok)
+int porta_ffn_dense(struct porta_ctx *c, int il, int n_tok)
 {
     const struct porta_hparams *hp = &c->m->hp;
     const struct porta_layer *L = &c->m->layers[il];
@@ -84,14 +92,22 @@ int porta_forward_llama(struct porta_ctx *c, int n_tok, const int32_t *ids, cons
 {
     const struct porta_hparams *hp = &c->m->hp;
     struct porta_backend *be = c->m->be;
-    size_t row = (size_t)hp->n_embd * sizeof(float);
 
     /* x = token embeddings */
     TRY(porta_be_embed(be, V(c->x), &c->m->tok_embd, ids, n_tok));
     for (int il = 0; il < hp->n_layer; il++) {
         TRY(attention_block(c, il, n_tok, pos, seq));
-        TRY(ffn_block(c, il, n_tok));
+        TRY(c->m->layers[il].gate_inp.buf ? porta_ffn_moe(c, il, n_tok)
+                                          : porta_ffn_dense(c, il, n_tok));
     }
+    return porta_forward_output(c, out_rows, n_out);
+}
+
+int porta_forward_output(struct porta_ctx *c, const int32_t *out_rows, int n_out)
+{
+    const struct porta_hparams *hp = &c->m->hp;
+    struct porta_backend *be = c->m->be;
+    size_t row = (size_t)hp->n_embd * sizeof(float);
     if (n_out == 0)
         return 0;
     /* gather the rows whose logits are wanted into xb (in order), then norm + output matrix */

@@ -7,7 +7,13 @@
 #include "backend.h"
 #include "gguf.h"
 
-enum porta_arch { PORTA_ARCH_LLAMA, PORTA_ARCH_QWEN2 };
+enum porta_arch {
+    PORTA_ARCH_LLAMA,               /* llama (with llama.expert_count: Mixtral) */
+    PORTA_ARCH_QWEN2,
+    PORTA_ARCH_QWEN2MOE,            /* Qwen1.5/Qwen2-MoE */
+    PORTA_ARCH_QWEN3MOE,            /* Qwen3-MoE */
+    PORTA_ARCH_DEEPSEEK2,           /* DeepSeek-V2/V2-Lite/V3/R1: MLA + MoE */
+};
 
 struct porta_hparams {
     char arch_name[32];
@@ -22,6 +28,20 @@ struct porta_hparams {
     int n_ctx_train;
     float rms_eps;
     struct porta_rope_params rope;  /* freq_factors points into the model when present */
+    /* mixture of experts (n_expert 0: dense) */
+    int n_expert, n_expert_used;
+    int n_ff_exp;                   /* per routed expert */
+    int n_ff_shexp;                 /* shared expert(s) together; 0: none */
+    int n_layer_dense_lead;         /* leading layers with a dense FFN (deepseek2) */
+    enum porta_gating gating;
+    bool expert_norm;               /* renormalise the top-k weights */
+    float expert_scale;             /* routed scaling factor */
+    int n_group, topk_group;        /* group-limited routing (0: off) */
+    /* multi-head latent attention (deepseek2): head_dim = n_nope + n_rope, head_dim_v */
+    int q_lora_rank;                /* 0: no q compression (V2-Lite: attn_q) */
+    int kv_lora_rank;               /* n_lat: the cached latent per token */
+    int n_rope, n_nope;
+    float kq_scale;                 /* attention softmax scale (YaRN mscale^2 / sqrt(head_dim)) */
 };
 
 /* One GGUF tensor on the model's backend. 1-D tensors (norms, biases) are F32 weights with
@@ -34,6 +54,27 @@ struct porta_layer {
     struct porta_weight ffn_norm;   /* [n_embd] */
     struct porta_weight w_gate, w_up; /* [n_ff, n_embd] */
     struct porta_weight w_down;     /* [n_embd, n_ff] */
+    /* qwen3moe: per-head RMSNorm of q and k before rope, [head_dim] each */
+    struct porta_weight attn_q_norm, attn_k_norm;
+    /* MoE FFN (gate_inp.buf NULL: a dense layer) */
+    struct porta_weight gate_inp;   /* router [n_expert, n_embd] */
+    struct porta_weight exp_probs_b; /* [n_expert] score-correction bias, or none */
+    struct porta_weight gate_exps, up_exps; /* n_expert x [n_ff_exp, n_embd] */
+    struct porta_weight down_exps;  /* n_expert x [n_embd, n_ff_exp] */
+    struct porta_weight gate_shexp, up_shexp; /* [n_ff_shexp, n_embd], or none */
+    struct porta_weight down_shexp; /* [n_embd, n_ff_shexp] */
+    struct porta_weight gate_inp_shexp; /* qwen2moe: [1, n_embd], the shared expert's gate */
+    /* MLA (deepseek2). The q and kv_a matrices are split by views (no copies) into the parts
+     * the latent attention needs. */
+    struct porta_weight wq_a, q_a_norm; /* [q_lora, n_embd], [q_lora] (q_lora_rank > 0) */
+    struct porta_weight wq_nope;    /* n_head x [n_nope, q_in]: views of attn_q / attn_q_b */
+    struct porta_weight wq_rope;    /* n_head x [n_rope, q_in] */
+    struct porta_weight wkv_lat;    /* [kv_lora, n_embd]: rows 0.. of attn_kv_a_mqa */
+    struct porta_weight wk_rope;    /* [n_rope, n_embd]: rows kv_lora.. of attn_kv_a_mqa */
+    struct porta_weight kv_a_norm;  /* [kv_lora] */
+    struct porta_weight wk_b;       /* n_head x [kv_lora, n_nope]: absorbs the key up-projection
+                                       into q (attn_k_b, or transposed from attn_kv_b) */
+    struct porta_weight wv_b;       /* n_head x [head_dim_v, kv_lora] (attn_v_b, or a view) */
 };
 
 struct porta_model {
@@ -46,7 +87,9 @@ struct porta_model {
     struct porta_weight output;     /* [n_vocab, n_embd]; tok_embd when tied */
     struct porta_layer *layers;     /* n_layer */
     float *rope_freqs;              /* host copy of rope_freqs.weight, or NULL */
-    size_t weight_bytes;            /* bytes of every matrix a forward pass reads */
+    struct porta_buf *derived;      /* weights made at load time (MLA wk_b from attn_kv_b) */
+    size_t weight_bytes;            /* bytes of the matrices one decoded token reads (MoE: the
+                                       n_expert_used active experts of each layer) */
 };
 
 /* Loads a GGUF model onto `be` (weights zero-copy on the CPU, uploaded elsewhere).
@@ -80,6 +123,11 @@ struct porta_ctx {
     size_t kv_layer_stride_k, kv_layer_stride_v; /* bytes per layer */
     /* activations, [n_batch][dim] each */
     struct porta_buf *x, *xb, *q, *k, *v, *att, *g, *u, *logits;
+    /* MoE: router logits, chosen ids/weights, expert activations, the routed sum; the
+     * shared-expert gate (qwen2moe) as a one-expert route */
+    struct porta_buf *rl, *ids, *rw, *eg, *eu, *xo, *sl, *sid, *sw;
+    /* MLA: q_a, q no-rope/rope parts, absorbed q, latent + rope of the new tokens, output */
+    struct porta_buf *qa, *qn, *qr, *ql, *kl, *kr, *ol;
     int32_t *n_past;                /* per sequence: positions filled (bookkeeping for callers) */
 };
 
@@ -106,5 +154,14 @@ int porta_forward(struct porta_ctx *c, const struct porta_batch *b, float *logit
  * state of the flagged rows normalized and projected into c->logits. */
 int porta_forward_llama(struct porta_ctx *c, int n_tok, const int32_t *ids, const int32_t *pos,
                         const int32_t *seq, const int32_t *out_rows, int n_out);
+int porta_forward_deepseek2(struct porta_ctx *c, int n_tok, const int32_t *ids,
+                            const int32_t *pos, const int32_t *seq, const int32_t *out_rows,
+                            int n_out);
+/* Pieces the layer loops share: x += FFN(rmsnorm(x)) of layer il, dense SwiGLU (forward_llama.c)
+ * or mixture of experts (forward_moe.c), and the final norm + output matrix of the rows
+ * out_rows into c->logits (forward_llama.c). 0 or a backend error. */
+int porta_ffn_dense(struct porta_ctx *c, int il, int n_tok);
+int porta_ffn_moe(struct porta_ctx *c, int il, int n_tok);
+int porta_forward_output(struct porta_ctx *c, const int32_t *out_rows, int n_out);
 
 #endif /* PORTA_MODEL_H */

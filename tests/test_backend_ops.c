@@ -1,5 +1,6 @@
 /* test_backend_ops.c - every op x weight type x shape on every compiled backend (and every
- * CPU kernel set this machine supports) against the scalar reference in backends/cpu/ref.c,
+ * CPU kernel set this machine supports) against the scalar reference in backends/cpu/ref.c
+ * (dense ops, MoE routing and expert matmuls, multi-head latent attention),
  * by normalized mean squared error, with guard bytes after every output. A backend that
  * cannot open here is reported as skipped with its reason. */
 #include <math.h>
@@ -50,7 +51,7 @@ static void find_targets(void)
 static struct porta_backend *open_target(const struct target *t)
 {
     struct porta_backend_cfg cfg = { .threads = 2, .cpu_kernels = t->kernels, .platform = -1,
-                                     .device = -1 };
+                                     .device = 0 }; /* PoCL (a CPU device) is taken only by index */
     struct porta_backend *be = NULL;
     if (porta_backend_open(t->backend, &cfg, &be) != 0) {
         printf("SKIP %s: cannot open: %s\n", t->label, porta_log_last_error());
@@ -428,6 +429,407 @@ START_TEST(test_attention)
 }
 END_TEST
 
+/* ---- mixture of experts: routing ---- */
+
+struct route_case {
+    const char *what;
+    int n_tok, n_expert, k;
+    enum porta_gating gating;
+    bool norm, bias;
+    float scale;
+    int n_group, topk_group;
+    int ties;               /* 0: random logits; 1: all equal; 2: values from a set of 3 */
+};
+
+static void run_route(struct porta_backend *be, const char *label, const struct route_case *rc)
+{
+    int nt = rc->n_tok, ne = rc->n_expert, k = rc->k;
+    float *logits = malloc(sizeof(float) * nt * ne), *bias = malloc(sizeof(float) * ne);
+    tu_fill(logits, (size_t)nt * ne, (unsigned)(ne * 7 + k), 3.0f);
+    tu_fill(bias, ne, (unsigned)(ne + 5), 0.1f);
+    for (int i = 0; i < nt * ne; i++) {
+        if (rc->ties == 1)
+            logits[i] = 0.25f;
+        else if (rc->ties == 2)
+            logits[i] = (float)((i * 7 + i / ne) % 3) - 1.0f;
+    }
+    struct porta_route_params p = { .n_tok = nt, .n_expert = ne, .k = k, .gating = rc->gating,
+                                    .norm = rc->norm, .scale = rc->scale,
+                                    .n_group = rc->n_group, .topk_group = rc->topk_group };
+    int32_t *ids = malloc(4 * nt * k), *idr = malloc(4 * nt * k);
+    float *w = malloc(4 * nt * k), *wr = malloc(4 * nt * k);
+    ck_assert_int_eq(porta_ref_moe_route(idr, wr, logits, rc->bias ? bias : NULL, &p), 0);
+    struct porta_buf *lb = mkbuf(be, logits, 4 * nt * ne), *bb = mkbuf(be, bias, 4 * ne),
+                     *ib = mkbuf(be, NULL, 4 * nt * k), *wb = mkbuf(be, NULL, 4 * nt * k);
+    p.bias = (struct porta_view){ rc->bias ? bb : NULL, 0 };
+    if (!porta_be_supports(be, PORTA_OP_MOE_ROUTE, PORTA_F32)) {
+        printf("UNSUPPORTED %s moe_route\n", label);
+    } else {
+        ck_assert_int_eq(porta_be_moe_route(be, (struct porta_view){ ib, 0 },
+                                            (struct porta_view){ wb, 0 },
+                                            (struct porta_view){ lb, 0 }, &p), 0);
+        fetch(be, ib, ids, 4 * nt * k, "moe_route ids");
+        fetch(be, wb, w, 4 * nt * k, "moe_route weights");
+        for (int i = 0; i < nt * k; i++)
+            ck_assert_msg(ids[i] == idr[i], "%s moe_route %s: token %d slot %d: expert %d, "
+                          "reference %d", label, rc->what, i / k, i % k, ids[i], idr[i]);
+        check_nmse(label, rc->what, w, wr, (size_t)nt * k, 1e-10);
+    }
+    /* properties of the reference itself: distinct ids, in range, decreasing biased score,
+     * weights summing to scale when normalised */
+    for (int t = 0; t < nt; t++) {
+        float sum = 0;
+        for (int j = 0; j < k; j++) {
+            int e = idr[t * k + j];
+            ck_assert(e >= 0 && e < ne);
+            for (int i = 0; i < j; i++)
+                ck_assert_int_ne(idr[t * k + i], e);
+            sum += wr[t * k + j];
+        }
+        if (rc->norm)
+            ck_assert_msg(fabsf(sum - rc->scale) < 1e-5f * rc->scale, "%s: weights sum %g",
+                          rc->what, sum);
+        if (rc->ties == 1) /* all equal: the lowest ids, equal weights */
+            for (int j = 0; j < k; j++) {
+                ck_assert_int_eq(idr[t * k + j], j);
+                ck_assert_float_eq_tol(wr[t * k + j], rc->norm ? rc->scale / k : 1.0f / ne,
+                                       1e-6f);
+            }
+    }
+    porta_be_buf_free(be, lb);
+    porta_be_buf_free(be, bb);
+    porta_be_buf_free(be, ib);
+    porta_be_buf_free(be, wb);
+    free(logits);
+    free(bias);
+    free(ids);
+    free(idr);
+    free(w);
+    free(wr);
+}
+
+/* hand-made cases with known answers, so that the reference itself can fail */
+START_TEST(test_route_reference)
+{
+    /* softmax over 4, top-2, not normalised: exp weights of the two largest */
+    float l1[4] = { 0.0f, 2.0f, 1.0f, 2.0f };
+    int32_t id[4];
+    float w[4];
+    struct porta_route_params p = { .n_tok = 1, .n_expert = 4, .k = 2,
+                                    .gating = PORTA_GATING_SOFTMAX, .scale = 1.0f };
+    ck_assert_int_eq(porta_ref_moe_route(id, w, l1, NULL, &p), 0);
+    double z = 1 + 2 * exp(2.0) + exp(1.0);
+    ck_assert_int_eq(id[0], 1); /* a tie between 1 and 3: the lower index first */
+    ck_assert_int_eq(id[1], 3);
+    ck_assert_float_eq_tol(w[0], exp(2.0) / z, 1e-6);
+    /* normalised + scaled: 0.5 * 3 each */
+    p.norm = true;
+    p.scale = 3.0f;
+    ck_assert_int_eq(porta_ref_moe_route(id, w, l1, NULL, &p), 0);
+    ck_assert_float_eq_tol(w[0], 1.5f, 1e-6);
+    ck_assert_float_eq_tol(w[1], 1.5f, 1e-6);
+    /* sigmoid + bias + groups: 8 experts in 4 groups of 2, keep 2 groups, top-2.
+     * Biased scores: expert 0 is the single best, but its group {0,1} sums lowest, so the
+     * choice comes from groups {4,5} (sum 1.3) and {6,7} (sum 1.2); weights are the
+     * unbiased sigmoids. */
+    float s[8] = { 0.9f, -0.5f, 0.5f, 0.05f, 0.6f, 0.7f, 0.65f, 0.55f }; /* biased targets */
+    float bias[8] = { 0, -0.6f, 0.1f, 0, -0.1f, 0, 0, 0 };
+    float logit[8];
+    for (int e = 0; e < 8; e++) { /* sigmoid(logit) + bias = s */
+        float sg = s[e] - bias[e];
+        logit[e] = logf(sg / (1 - sg));
+    }
+    struct porta_route_params pg = { .n_tok = 1, .n_expert = 8, .k = 2,
+                                     .gating = PORTA_GATING_SIGMOID, .norm = true, .scale = 2.5f,
+                                     .n_group = 4, .topk_group = 2 };
+    ck_assert_int_eq(porta_ref_moe_route(id, w, logit, bias, &pg), 0);
+    ck_assert_int_eq(id[0], 5);
+    ck_assert_int_eq(id[1], 6);
+    ck_assert_float_eq_tol(w[0], 2.5f * 0.7f / (0.7f + 0.65f), 1e-5);
+    /* without the group limit expert 0 wins */
+    pg.n_group = 1;
+    ck_assert_int_eq(porta_ref_moe_route(id, w, logit, bias, &pg), 0);
+    ck_assert_int_eq(id[0], 0);
+    ck_assert_int_eq(id[1], 5);
+}
+END_TEST
+
+START_TEST(test_moe_route)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    const enum porta_gating SM = PORTA_GATING_SOFTMAX, SG = PORTA_GATING_SIGMOID;
+    const struct route_case cases[] = {
+        /* what                                 tok exp k gate norm   bias  scale grp top ties */
+        { "softmax top-2 of 8 (qwen2moe)",        9, 8, 2, SM, false, false, 1, 0, 0, 0 },
+        { "softmax top-2 normalised (mixtral)",   5, 8, 2, SM, true, false, 1, 0, 0, 0 },
+        { "softmax top-6 of 64, scaled",         33, 64, 6, SM, false, false, 1.5f, 0, 0, 0 },
+        { "all logits tied",                      3, 8, 3, SM, true, false, 1, 0, 0, 1 },
+        { "three-valued ties",                   11, 16, 4, SM, false, false, 1, 0, 0, 2 },
+        { "k = n_expert",                         2, 5, 5, SM, true, false, 1, 0, 0, 0 },
+        { "sigmoid + bias (V3, no groups)",       7, 8, 2, SG, true, true, 2.5f, 0, 0, 0 },
+        { "sigmoid + bias + groups 4/2",         13, 8, 2, SG, true, true, 2.5f, 4, 2, 0 },
+        { "sigmoid groups 8/4 top-8 of 256 (V3)", 4, 256, 8, SG, true, true, 2.5f, 8, 4, 0 },
+        { "sigmoid groups with ties",             6, 16, 3, SG, true, true, 1, 4, 2, 2 },
+        { "one expert: a sigmoid gate",           9, 1, 1, SG, false, false, 1, 0, 0, 0 },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        run_route(be, targets[_i].label, &cases[c]);
+    /* bad parameters are errors, not crashes */
+    struct porta_buf *b = mkbuf(be, NULL, 1024);
+    struct porta_view v = { b, 0 };
+    struct porta_route_params bad = { .n_tok = 1, .n_expert = 8, .k = 9,
+                                      .gating = PORTA_GATING_SOFTMAX, .scale = 1 };
+    if (porta_be_supports(be, PORTA_OP_MOE_ROUTE, PORTA_F32)) {
+        ck_assert_int_eq(porta_be_moe_route(be, v, v, v, &bad), PORTA_E_INVAL);
+        bad.k = 2;
+        bad.n_group = 3; /* 8 experts do not split into 3 groups */
+        bad.topk_group = 1;
+        ck_assert_int_eq(porta_be_moe_route(be, v, v, v, &bad), PORTA_E_INVAL);
+        bad.n_group = 0;
+        bad.n_tok = 100; /* logits larger than the buffer */
+        ck_assert_int_eq(porta_be_moe_route(be, v, v, v, &bad), PORTA_E_INVAL);
+    }
+    porta_be_buf_free(be, b);
+    porta_backend_close(be);
+}
+END_TEST
+
+/* ---- mixture of experts: expert matmul ---- */
+
+struct xm_case {
+    int n_tok, k, n_mat, rows;
+    bool per_slot, weighted, head_ids, strided, bad_id;
+};
+
+static void run_matmul_experts(struct porta_backend *be, const char *label, enum porta_dtype t,
+                               int64_t cols, const struct xm_case *xc)
+{
+    int nt = xc->n_tok, k = xc->k, nm = xc->n_mat, slots = nt * k;
+    /* strided: every matrix holds 2 * rows rows, the view takes the second half of each */
+    int64_t rows = xc->rows, stored = xc->strided ? 2 * rows : rows;
+    size_t rb;
+    uint8_t *w = make_weights(t, stored * nm, cols, (unsigned)(cols + rows + t), &rb);
+    struct porta_weight W = { .type = t, .n_rows = rows, .n_cols = cols, .n_mat = nm,
+                              .row_bytes = rb, .name = "experts" };
+    size_t woff = 0;
+    if (xc->strided) {
+        W.mat_stride = (size_t)stored * rb;
+        woff = (size_t)rows * rb;
+    }
+    int64_t nx = (xc->per_slot ? slots : nt) * cols, ny = (xc->weighted ? nt : slots) * rows;
+    float *x = malloc(4 * nx), *y = malloc(4 * ny), *yr = malloc(4 * ny), *wt = malloc(4 * slots);
+    int32_t *ids = malloc(4 * slots);
+    tu_fill(x, nx, (unsigned)(nt + k + 3), 2.0f);
+    tu_fill(wt, slots, 77, 1.0f);
+    /* expert 1 is never picked; the others cycle, with repeats across tokens */
+    for (int s = 0; s < slots; s++) {
+        int e = (s * 3 + s / k) % nm;
+        ids[s] = e == 1 && nm > 2 ? (e + 1) % nm : e;
+    }
+    for (int tk = 0; tk < nt; tk++) /* distinct within a token, as routing gives */
+        for (int j = 1; j < k; j++)
+            for (int i = 0; i < j; i++)
+                if (ids[tk * k + j] == ids[tk * k + i]) {
+                    ids[tk * k + j] = (ids[tk * k + j] + 1) % nm;
+                    i = -1;
+                }
+    if (xc->bad_id)
+        ids[slots - 1] = nm; /* out of range: contributes zeros */
+    ck_assert_int_eq(porta_ref_matmul_experts(yr, w + woff, &W, x, xc->head_ids ? NULL : ids,
+                                              xc->weighted ? wt : NULL, nt, k, xc->per_slot), 0);
+    if (xc->bad_id && !xc->weighted)
+        for (int64_t r = 0; r < rows; r++)
+            ck_assert(yr[(size_t)(slots - 1) * rows + r] == 0.0f);
+    struct porta_buf *wb = mkbuf(be, w, rb * stored * nm), *xb = mkbuf(be, x, 4 * nx),
+                     *yb = mkbuf(be, NULL, 4 * ny), *ib = mkbuf(be, ids, 4 * slots),
+                     *tb = mkbuf(be, wt, 4 * slots);
+    W.buf = wb;
+    W.off = woff;
+    struct porta_experts_params p = { .n_tok = nt, .k = k, .x_per_slot = xc->per_slot,
+                                      .ids = { xc->head_ids ? NULL : ib, 0 },
+                                      .weights = { xc->weighted ? tb : NULL, 0 } };
+    char what[160];
+    snprintf(what, sizeof what, "matmul_experts %s [%d x %lld x %lld] %d tok x %d%s%s%s%s%s",
+             porta_dtype_name(t), nm, (long long)rows, (long long)cols, nt, k,
+             xc->per_slot ? " per-slot" : "", xc->weighted ? " weighted" : "",
+             xc->head_ids ? " per-head" : "", xc->strided ? " strided" : "",
+             xc->bad_id ? " bad-id" : "");
+    if (!porta_be_supports(be, PORTA_OP_MATMUL_EXPERTS, t)) {
+        printf("UNSUPPORTED %s %s\n", label, what);
+    } else {
+        ck_assert_int_eq(porta_be_matmul_experts(be, (struct porta_view){ yb, 0 }, &W,
+                                                 (struct porta_view){ xb, 0 }, &p), 0);
+        fetch(be, yb, y, 4 * ny, what);
+        double lim = porta_type_traits(t)->quantized ? 2e-4 : 1e-8;
+        check_nmse(label, what, y, yr, (size_t)ny, lim);
+    }
+    porta_be_buf_free(be, wb);
+    porta_be_buf_free(be, xb);
+    porta_be_buf_free(be, yb);
+    porta_be_buf_free(be, ib);
+    porta_be_buf_free(be, tb);
+    free(w);
+    free(x);
+    free(y);
+    free(yr);
+    free(wt);
+    free(ids);
+}
+
+START_TEST(test_matmul_experts)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    static const struct xm_case cases[] = {
+        /* n_tok k n_mat rows  per_slot weighted head_ids strided bad_id */
+        { 1, 2, 4, 19, false, false, false, false, false },  /* decode, gate/up */
+        { 9, 3, 6, 33, false, false, false, false, true },   /* prefill chunk, a bad id */
+        { 1, 2, 4, 21, true, true, false, false, false },    /* decode, down + sum */
+        { 13, 2, 5, 17, true, true, false, false, true },    /* prefill, down + sum, bad id */
+        { 3, 4, 4, 16, true, false, true, false, false },    /* per-head batched (MLA) */
+        { 5, 3, 3, 9, false, false, true, true, false },     /* strided per-head view */
+    };
+    for (int i = 0; i < N_WTYPES; i++) {
+        enum porta_dtype t = wtypes[i];
+        int64_t blk = porta_type_traits(t)->blck;
+        int64_t cols = blk == 1 ? 37 : (blk == 256 ? 256 : blk * 3);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            run_matmul_experts(be, targets[_i].label, t, cols, &cases[c]);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* ---- multi-head latent attention ---- */
+
+/* The MLA reference equals the plain attention reference run as MQA with q = [q_lat | q_rope],
+ * k = [lat | rope] and v = lat: an independent check of its definition. */
+START_TEST(test_mla_reference)
+{
+    int n_tok = 6, H = 3, lat = 20, rope = 8, row = lat + rope, n_ctx = 8;
+    float ql[6 * 3 * 20], qr[6 * 3 * 8], kl[6 * 20], kr[6 * 8], out[6 * 3 * 20],
+          q[6 * 3 * 28], k[6 * 28], o2[6 * 3 * 20];
+    tu_fill(ql, sizeof ql / 4, 1, 1.0f);
+    tu_fill(qr, sizeof qr / 4, 2, 1.0f);
+    tu_fill(kl, sizeof kl / 4, 3, 1.0f);
+    tu_fill(kr, sizeof kr / 4, 4, 1.0f);
+    for (int t = 0; t < n_tok; t++) {
+        for (int h = 0; h < H; h++) {
+            memcpy(q + (t * H + h) * row, ql + (t * H + h) * lat, 4 * lat);
+            memcpy(q + (t * H + h) * row + lat, qr + (t * H + h) * rope, 4 * rope);
+        }
+        memcpy(k + t * row, kl + t * lat, 4 * lat);
+        memcpy(k + t * row + lat, kr + t * rope, 4 * rope);
+    }
+    int32_t pos[6] = { 0, 1, 2, 3, 4, 5 };
+    struct porta_attn_params p = { .n_tok = n_tok, .n_head = H, .n_head_kv = 1,
+                                   .head_dim_k = row, .head_dim_v = lat, .scale = 0.3f,
+                                   .pos = pos, .n_ctx = n_ctx, .n_seq = 1, .kv_type = PORTA_F32 };
+    float cache[8 * 28] = { 0 }, kc[8 * 28] = { 0 }, vc[8 * 20] = { 0 };
+    ck_assert_int_eq(porta_ref_attention_mla(out, ql, qr, kl, kr, cache, &p), 0);
+    ck_assert_int_eq(porta_ref_attention(o2, q, k, kl, kc, vc, &p), 0);
+    ck_assert_msg(tu_nmse(out, o2, sizeof out / 4) < 1e-12, "MLA reference != MQA reference");
+    ck_assert_msg(memcmp(cache, kc, sizeof kc) == 0, "MLA cache rows are not [lat | rope]");
+}
+END_TEST
+
+static void run_mla(struct porta_backend *be, const char *label, enum porta_dtype kvt, int H,
+                    int lat, int rope, int n_seq)
+{
+    int n_ctx = 40, row = lat + rope, steps[] = { 13, 1, 1, 7 };
+    size_t es = kvt == PORTA_F16 ? 2 : 4, cn = (size_t)n_ctx * n_seq * row * es;
+    void *cache = calloc(1, cn);
+    struct porta_buf *cb = mkbuf(be, NULL, cn);
+    int past[4] = { 0 };
+    for (size_t st = 0; st < sizeof steps / sizeof steps[0]; st++)
+        for (int s = 0; s < n_seq; s++) {
+            int n_tok = steps[st];
+            int32_t pos[16], seq[16];
+            for (int t = 0; t < n_tok; t++) {
+                pos[t] = past[s] + t;
+                seq[t] = s;
+            }
+            past[s] += n_tok;
+            size_t nql = (size_t)n_tok * H * lat, nqr = (size_t)n_tok * H * rope,
+                   nkl = (size_t)n_tok * lat, nkr = (size_t)n_tok * rope;
+            float *ql = malloc(4 * nql), *qr = malloc(4 * nqr), *kl = malloc(4 * nkl),
+                  *kr = malloc(4 * nkr), *o = malloc(4 * nql), *orf = malloc(4 * nql);
+            unsigned seed = (unsigned)(st * 10 + s + 100);
+            tu_fill(ql, nql, seed + 1, 1.0f);
+            tu_fill(qr, nqr, seed + 2, 1.0f);
+            tu_fill(kl, nkl, seed + 3, 1.0f);
+            tu_fill(kr, nkr, seed + 4, 1.0f);
+            struct porta_attn_params p = { .n_tok = n_tok, .n_head = H, .n_head_kv = 1,
+                                           .head_dim_k = row, .head_dim_v = lat,
+                                           .scale = 1.0f / sqrtf((float)row), .pos = pos,
+                                           .seq = seq, .n_ctx = n_ctx, .n_seq = n_seq,
+                                           .kv_type = kvt };
+            ck_assert_int_eq(porta_ref_attention_mla(orf, ql, qr, kl, kr, cache, &p), 0);
+            struct porta_buf *qlb = mkbuf(be, ql, 4 * nql), *qrb = mkbuf(be, qr, 4 * nqr),
+                             *klb = mkbuf(be, kl, 4 * nkl), *krb = mkbuf(be, kr, 4 * nkr),
+                             *ob = mkbuf(be, NULL, 4 * nql);
+            p.k_cache = (struct porta_view){ cb, 0 };
+            char what[96];
+            snprintf(what, sizeof what, "attention_mla %s heads %d lat %d rope %d seq %d step %zu",
+                     kvt == PORTA_F16 ? "f16" : "f32", H, lat, rope, s, st);
+            if (!porta_be_supports(be, PORTA_OP_ATTENTION_MLA, kvt)) {
+                printf("UNSUPPORTED %s %s\n", label, what);
+            } else {
+                ck_assert_int_eq(porta_be_attention_mla(be, (struct porta_view){ ob, 0 },
+                                                        (struct porta_view){ qlb, 0 },
+                                                        (struct porta_view){ qrb, 0 },
+                                                        (struct porta_view){ klb, 0 },
+                                                        (struct porta_view){ krb, 0 }, &p), 0);
+                fetch(be, ob, o, 4 * nql, what);
+                check_nmse(label, what, o, orf, nql, 1e-9);
+            }
+            porta_be_buf_free(be, qlb);
+            porta_be_buf_free(be, qrb);
+            porta_be_buf_free(be, klb);
+            porta_be_buf_free(be, krb);
+            porta_be_buf_free(be, ob);
+            free(ql);
+            free(qr);
+            free(kl);
+            free(kr);
+            free(o);
+            free(orf);
+        }
+    /* the cache holds exactly the compressed rows */
+    void *got = malloc(cn);
+    fetch(be, cb, got, cn, "attention_mla cache");
+    if (kvt == PORTA_F32 && porta_be_supports(be, PORTA_OP_ATTENTION_MLA, kvt))
+        ck_assert_msg(memcmp(got, cache, cn) == 0, "%s: MLA cache differs from the reference",
+                      label);
+    /* a position outside the cache is an error */
+    int32_t bad = n_ctx;
+    struct porta_attn_params p = { .n_tok = 1, .n_head = H, .n_head_kv = 1, .head_dim_k = row,
+                                   .head_dim_v = lat, .scale = 1, .pos = &bad, .n_ctx = n_ctx,
+                                   .n_seq = n_seq, .kv_type = kvt, .k_cache = { cb, 0 } };
+    struct porta_view v = { cb, 0 };
+    if (porta_be_supports(be, PORTA_OP_ATTENTION_MLA, kvt))
+        ck_assert_int_eq(porta_be_attention_mla(be, v, v, v, v, v, &p), PORTA_E_RANGE);
+    free(got);
+    porta_be_buf_free(be, cb);
+    free(cache);
+}
+
+START_TEST(test_attention_mla)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    const char *l = targets[_i].label;
+    run_mla(be, l, PORTA_F32, 4, 32, 16, 1);   /* the deepseek2 test models' shape */
+    run_mla(be, l, PORTA_F16, 16, 64, 16, 2);  /* more heads, two sequences */
+    run_mla(be, l, PORTA_F32, 3, 37, 6, 1);    /* odd sizes */
+    porta_backend_close(be);
+}
+END_TEST
+
 int main(void)
 {
     find_targets();
@@ -440,6 +842,11 @@ int main(void)
     tcase_add_loop_test(tc, test_eltwise, 0, n_targets);
     tcase_add_loop_test(tc, test_rope, 0, n_targets);
     tcase_add_loop_test(tc, test_attention, 0, n_targets);
+    tcase_add_test(tc, test_route_reference);
+    tcase_add_test(tc, test_mla_reference);
+    tcase_add_loop_test(tc, test_moe_route, 0, n_targets);
+    tcase_add_loop_test(tc, test_matmul_experts, 0, n_targets);
+    tcase_add_loop_test(tc, test_attention_mla, 0, n_targets);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

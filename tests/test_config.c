@@ -73,8 +73,8 @@ START_TEST(test_defaults)
     ck_assert_str_eq(c.backend.order[2], "cpu");
     ck_assert_int_eq(c.backend.cpu.threads, 0);
     ck_assert_str_eq(c.backend.cpu.kernels, "auto");
-    ck_assert_int_eq(c.backend.opencl.platform, 0);
-    ck_assert_int_eq(c.backend.opencl.device, 0);
+    ck_assert_int_eq(c.backend.opencl.platform, -1); /* auto: GPUs and accelerators */
+    ck_assert_int_eq(c.backend.opencl.device, -1);
     ck_assert_str_eq(c.backend.opencl.device_name, "");
     ck_assert(c.backend.opencl.clblast);
     ck_assert_int_eq(c.backend.hip.weight_cache_mb, 8192);
@@ -121,8 +121,8 @@ START_TEST(test_shipped_files)
     ck_assert_int_eq(c.backend.n_order, 2);
     ck_assert_str_eq(c.backend.order[0], "opencl");
     ck_assert_str_eq(c.backend.order[1], "cpu");
-    ck_assert_int_eq(c.backend.opencl.platform, -1);
-    ck_assert_int_eq(c.backend.opencl.device, -1);
+    ck_assert_int_eq(c.backend.opencl.platform, 0); /* explicit: takes PoCL too */
+    ck_assert_int_eq(c.backend.opencl.device, 0);
 
     ck_assert_int_eq(porta_config_load("config/hip.cfg", &c), 0);
     ck_assert_int_eq(c.backend.n_order, 3);

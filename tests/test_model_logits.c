@@ -1,10 +1,12 @@
 /* test_model_logits.c - end-to-end numerics: the tiny reference models of ../shared/data/arch
- * (llama, qwen2; F32 and F16) and ../shared/data/quant (every block format) run through the
+ * (llama, qwen2, qwen2moe, qwen3moe, mixtral, deepseek2-lite, deepseek3; F32 and F16) and
+ * ../shared/data/quant (every block format) run through the
  * model loader and forward pass on every backend and CPU kernel set, as one prefill, one token
  * at a time, and a prefix followed by single tokens; every position's logits must be within
  * the tolerance that the data's README states, and the argmax must agree wherever the
  * reference margin exceeds the observed error. */
 #include <math.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "model.h"
@@ -86,9 +88,19 @@ static double compare(const char *what, const float *got, const float *ref, int 
     return err;
 }
 
+static void check_path(const char *model_path, const char *logits_rel, const char *ids_rel,
+                       double tol, enum porta_dtype kvt, bool all_modes);
+
 static void check_file(const char *model_rel, const char *logits_rel, const char *ids_rel,
                        double tol, enum porta_dtype kvt, bool all_modes)
 {
+    check_path(tu_path(model_rel), logits_rel, ids_rel, tol, kvt, all_modes);
+}
+
+static void check_path(const char *model_path, const char *logits_rel, const char *ids_rel,
+                       double tol, enum porta_dtype kvt, bool all_modes)
+{
+    const char *model_rel = model_path; /* for messages */
     int32_t ids[256];
     char *idtxt = tu_read_file(tu_path(ids_rel), NULL);
     ck_assert_msg(idtxt, "missing %s", tu_path(ids_rel));
@@ -99,7 +111,7 @@ static void check_file(const char *model_rel, const char *logits_rel, const char
     ck_assert_msg(ref, "missing %s", tu_path(logits_rel));
     for (int ti = 0; ti < n_targets; ti++) {
         struct porta_backend_cfg cfg = { .threads = 2, .cpu_kernels = targets[ti].kernels,
-                                         .platform = -1, .device = -1 };
+                                         .platform = -1, .device = 0 }; /* PoCL only by index */
         struct porta_backend *be;
         char label[64];
         snprintf(label, sizeof label, "%s%s%s", targets[ti].backend, targets[ti].kernels ? "/" : "",
@@ -109,7 +121,7 @@ static void check_file(const char *model_rel, const char *logits_rel, const char
             continue;
         }
         struct porta_model *m;
-        ck_assert_msg(porta_model_load(tu_path(model_rel), be, &m) == 0, "%s: %s", model_rel,
+        ck_assert_msg(porta_model_load(model_path, be, &m) == 0, "%s: %s", model_rel,
                       porta_log_last_error());
         int nv = m->hp.n_vocab;
         ck_assert_int_eq(rn, sizeof(float) * (size_t)n * nv);
@@ -143,6 +155,131 @@ START_TEST(test_arch_qwen2_f16) { check_file("arch/qwen2/model-f16.gguf", "arch/
 END_TEST
 /* the default F16 KV cache stays within the F16-weights tolerance */
 START_TEST(test_arch_kv_f16) { check_file("arch/qwen2/model-f32.gguf", "arch/qwen2/logits.f32", "arch/qwen2/ids.json", 0.05, PORTA_F16, true); }
+END_TEST
+
+/* ---- mixture of experts and MLA (arch/README.md: F32 0.001, F16 per arch) ---- */
+
+static const struct {
+    const char *dir;
+    double tol_f16;
+} moe_archs[] = {
+    { "qwen2moe", 0.05 }, { "qwen3moe", 0.05 }, { "mixtral", 0.1 },
+    { "deepseek2-lite", 0.2 }, { "deepseek3", 0.2 },
+};
+
+START_TEST(test_arch_moe)
+{
+    char model[96], logits[96], ids[96];
+    int a = _i / 2;
+    bool f16 = _i % 2;
+    snprintf(model, sizeof model, "arch/%s/model-%s.gguf", moe_archs[a].dir, f16 ? "f16" : "f32");
+    snprintf(logits, sizeof logits, "arch/%s/logits.f32", moe_archs[a].dir);
+    snprintf(ids, sizeof ids, "arch/%s/ids.json", moe_archs[a].dir);
+    /* the cache paths (decode, prefix + decode) once per arch, on the F32 file */
+    check_file(model, logits, ids, f16 ? moe_archs[a].tol_f16 : 1e-3, PORTA_F32, true);
+}
+END_TEST
+
+/* MLA with the default F16 cache of compressed rows stays within the F16-weights tolerance */
+START_TEST(test_arch_mla_kv_f16)
+{
+    check_file("arch/deepseek3/model-f32.gguf", "arch/deepseek3/logits.f32",
+               "arch/deepseek3/ids.json", 0.2, PORTA_F16, true);
+}
+END_TEST
+
+/* Newer llama.cpp converters store DeepSeek's attn_kv_b split per head into attn_k_b
+ * [n_nope, kv_lora, n_head] (transposed: the absorbed form) and attn_v_b [kv_lora, v, n_head].
+ * Rewrites an F32 deepseek2 file that way (model keys and tensors only) into a temporary file
+ * and returns its path (static buffer). */
+static const char *write_split_kv_b(const char *src_rel)
+{
+    static char path[64];
+    struct porta_gguf *g;
+    struct porta_gguf_writer *w;
+    struct porta_hparams hp;
+    ck_assert_int_eq(porta_gguf_open(tu_path(src_rel), &g), 0);
+    ck_assert_int_eq(porta_hparams_read(g, &hp), 0);
+    ck_assert_int_eq(porta_gguf_writer_create(&w), 0);
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        const struct porta_gguf_kv *kv = &g->kv[i];
+        char key[128], str[128];
+        snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.ptr);
+        if (strncmp(key, "deepseek2.", 10) != 0 && strcmp(key, "general.architecture") != 0)
+            continue;
+        uint32_t u;
+        float f;
+        bool b;
+        struct porta_str st;
+        if (kv->type == PORTA_GGUF_UINT32 && porta_gguf_get_u32(g, key, &u) == 0) {
+            /* the newer description: MQA over the latent, real head sizes in *_mla */
+            if (strcmp(key, "deepseek2.attention.key_length") == 0) {
+                ck_assert_int_eq(porta_gguf_w_u32(w, "deepseek2.attention.key_length_mla", u), 0);
+                u = (uint32_t)(hp.kv_lora_rank + hp.n_rope);
+            } else if (strcmp(key, "deepseek2.attention.value_length") == 0) {
+                ck_assert_int_eq(porta_gguf_w_u32(w, "deepseek2.attention.value_length_mla", u),
+                                 0);
+                u = (uint32_t)hp.kv_lora_rank;
+            } else if (strcmp(key, "deepseek2.attention.head_count_kv") == 0) {
+                u = 1;
+            }
+            ck_assert_int_eq(porta_gguf_w_u32(w, key, u), 0);
+        } else if (kv->type == PORTA_GGUF_FLOAT32 && porta_gguf_get_f32(g, key, &f) == 0)
+            ck_assert_int_eq(porta_gguf_w_f32(w, key, f), 0);
+        else if (kv->type == PORTA_GGUF_BOOL && porta_gguf_get_bool(g, key, &b) == 0)
+            ck_assert_int_eq(porta_gguf_w_bool(w, key, b), 0);
+        else if (kv->type == PORTA_GGUF_STRING && porta_gguf_get_str(g, key, &st) == 0) {
+            snprintf(str, sizeof str, "%.*s", (int)st.len, st.ptr);
+            ck_assert_int_eq(porta_gguf_w_str(w, key, str), 0);
+        } else {
+            ck_abort_msg("%s: unexpected key type %d", key, kv->type);
+        }
+    }
+    int H = hp.n_head, lat = hp.kv_lora_rank, nope = hp.n_nope, dv = hp.head_dim_v;
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        const struct porta_gguf_tensor *t = &g->tensors[i];
+        const char *suffix = strstr(t->name, "attn_kv_b.weight");
+        if (!suffix) {
+            ck_assert_int_eq(porta_gguf_w_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data,
+                                                 t->nbytes), 0);
+            continue;
+        }
+        ck_assert_int_eq(t->type, PORTA_F32);
+        const float *kvb = t->data; /* rows h * (nope + dv) + r, of lat floats */
+        size_t kn = (size_t)H * lat * nope, vn = (size_t)H * dv * lat;
+        float *kb = malloc(sizeof(float) * kn), *vb = malloc(sizeof(float) * vn);
+        for (int h = 0; h < H; h++) {
+            const float *kvh = kvb + (size_t)h * (nope + dv) * lat;
+            for (int c = 0; c < lat; c++)
+                for (int j = 0; j < nope; j++)
+                    kb[((size_t)h * lat + c) * nope + j] = kvh[(size_t)j * lat + c];
+            memcpy(vb + (size_t)h * dv * lat, kvh + (size_t)nope * lat, sizeof(float) * dv * lat);
+        }
+        char name[160];
+        uint64_t kne[3] = { (uint64_t)nope, (uint64_t)lat, (uint64_t)H },
+                 vne[3] = { (uint64_t)lat, (uint64_t)dv, (uint64_t)H };
+        int pre = (int)(suffix - t->name);
+        snprintf(name, sizeof name, "%.*sattn_k_b.weight", pre, t->name);
+        ck_assert_int_eq(porta_gguf_w_tensor(w, name, PORTA_F32, 3, kne, kb, 4 * kn), 0);
+        snprintf(name, sizeof name, "%.*sattn_v_b.weight", pre, t->name);
+        ck_assert_int_eq(porta_gguf_w_tensor(w, name, PORTA_F32, 3, vne, vb, 4 * vn), 0);
+        free(kb);
+        free(vb);
+    }
+    snprintf(path, sizeof path, "/tmp/porta-test-split-kv-b-%d.gguf", (int)getpid());
+    ck_assert_int_eq(porta_gguf_w_to_file(w, path), 0);
+    porta_gguf_writer_destroy(w);
+    porta_gguf_close(g);
+    return path;
+}
+
+START_TEST(test_arch_mla_split_kv_b)
+{
+    const char *path = write_split_kv_b("arch/deepseek3/model-f32.gguf");
+    check_path(path, "arch/deepseek3/logits.f32", "arch/deepseek3/ids.json", 1e-3, PORTA_F32,
+               false);
+    remove(path);
+}
 END_TEST
 
 /* ---- ../shared/data/quant: tolerance per file from its README ---- */
@@ -180,6 +317,9 @@ int main(void)
     tcase_add_test(tc, test_arch_qwen2_f32);
     tcase_add_test(tc, test_arch_qwen2_f16);
     tcase_add_test(tc, test_arch_kv_f16);
+    tcase_add_loop_test(tc, test_arch_moe, 0, 2 * (int)(sizeof moe_archs / sizeof moe_archs[0]));
+    tcase_add_test(tc, test_arch_mla_kv_f16);
+    tcase_add_test(tc, test_arch_mla_split_kv_b);
     suite_add_tcase(s, tc);
     TCase *tq = tcase_create("quant");
     tcase_set_timeout(tq, 600);

@@ -5,6 +5,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -749,6 +750,684 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n)
         store_scaled32(dst, loadu(b[i].qs), f16(b[i].d));
 }
 
+/* ---- tile kernels over repacked weights (repack.h) --------------------------------------------
+ * A 16-row group is done as two halves of 8 rows: the first 32 bytes of each 64-byte chunk
+ * hold rows 0-7, the last 32 rows 8-15. maddubs multiplies the unsigned weights by the signed
+ * activation bytes; with weights of at most 4 bits, 8 such steps add up in int16 without
+ * saturating (8 * 2 * 15 * 128 < 32768) before one madd widens them, so a block costs about
+ * 20 instructions per 8 rows and token. The second half re-reads the group from L1/L2. */
+
+#define ALWAYS static inline __attribute__((always_inline))
+#ifndef GEMM_PF
+#define GEMM_PF 512                   /* weight-stream prefetch distance into L1, bytes */
+#endif
+#define NT2 4                         /* tokens per pass over a half-group */
+#define NTK2 3                        /* the same for Q4_K (more live accumulators) */
+
+ALWAYS __m256i bcast4(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+#ifndef GEMM_PF_FAR
+#define GEMM_PF_FAR 3072              /* and into L2, further ahead */
+#endif
+ALWAYS void prefetch_block(const uint8_t *p, size_t n)
+{
+    for (size_t off = 0; off < n; off += 64)
+        _mm_prefetch((const char *)p + GEMM_PF + off, _MM_HINT_T0);
+    if (GEMM_PF_FAR)
+        for (size_t off = 0; off < n; off += 64)
+            _mm_prefetch((const char *)p + GEMM_PF_FAR + off, _MM_HINT_T1);
+}
+
+ALWAYS size_t blk32_bytes(int type)
+{
+    return type == PORTA_Q4_0 ? 288 : type == PORTA_Q4_1 ? 320 : type == PORTA_Q5_0 ? 352 : 544;
+}
+
+/* the 8 rows n_rows - 8h.. of half h that exist, as a maskstore mask */
+ALWAYS __m256i row_mask(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+ALWAYS void store_rows(float *y, __m256 v, int n)
+{
+    if (n >= 8)
+        _mm256_storeu_ps(y, v);
+    else
+        _mm256_maskstore_ps(y, row_mask(n), v);
+}
+
+/* Q4_0 / Q4_1 / Q5_0: unsigned weights of at most 5 bits */
+ALWAYS void unpack_nib(int type, const uint8_t *blk, int h, __m256i u[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const uint8_t *q = blk + (type == PORTA_Q4_0 ? 32 : type == PORTA_Q4_1 ? 64 : 96) + 32 * h;
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m256i v = loadu(q + 64 * c);
+        u[c] = _mm256_and_si256(v, m4);
+        u[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    if (type == PORTA_Q5_0) {
+        const __m256i hb = loadu(blk + 32 + 32 * h), b4 = _mm256_set1_epi8(0x10);
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; s++) {
+            __m256i hs = s <= 4 ? _mm256_slli_epi16(hb, 4 - s) : _mm256_srli_epi16(hb, s - 4);
+            u[s] = _mm256_or_si256(u[s], _mm256_and_si256(hs, b4));
+        }
+    }
+}
+
+/* Q4_0 / Q4_1 / Q5_0, rows 8h..8h+7 of one block: acc[t] (8 floats) += the block's products */
+ALWAYS void blk32_half(int type, int NT, const uint8_t *blk, int b, int h, const uint8_t *act,
+                       size_t as, int64_t n_cols, float (*acc)[8])
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+    __m256i u[8];
+    unpack_nib(type, blk, h, u);
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b;
+        const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
+        __m256i s32;
+        if (type == PORTA_Q5_0) {   /* 5-bit weights: two int16 sums of 4 steps */
+            __m256i lo = _mm256_maddubs_epi16(u[0], bcast4(yq));
+            __m256i hi = _mm256_maddubs_epi16(u[4], bcast4(yq + 16));
+#pragma GCC unroll 3
+            for (int s = 1; s < 4; s++) {
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
+                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[s + 4], bcast4(yq + 16 + 4 * s)));
+            }
+            s32 = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+        } else {
+            __m256i s16 = _mm256_maddubs_epi16(u[0], bcast4(yq));
+#pragma GCC unroll 7
+            for (int s = 1; s < 8; s++)
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
+            s32 = _mm256_madd_epi16(s16, ones);
+        }
+        if (type != PORTA_Q4_1)
+            s32 = _mm256_add_epi32(s32, _mm256_set1_epi32(m->corr));
+        __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(m->d)),
+                                   _mm256_load_ps(acc[t]));
+        if (type == PORTA_Q4_1)
+            r = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h))),
+                                _mm256_set1_ps(m->s), r);
+        _mm256_store_ps(acc[t], r);
+    }
+}
+
+/* Q8_0, rows 8h..8h+7 of one block: signed weights; maddubs(|w|, y * sign(w)) per step, int16
+ * pairs widened per step (two of them could saturate) */
+ALWAYS void blk_q8_0_half(int NT, const uint8_t *blk, int b, int h, const uint8_t *act, size_t as,
+                          int64_t n_cols, float (*acc)[8])
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {      /* 4 steps at a time: w and |w| in 8 regs */
+        __m256i q[4], aq[4];
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            q[s] = loadu(blk + 32 + 64 * (4 * half + s) + 32 * h);
+            aq[s] = _mm256_sign_epi8(q[s], q[s]);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b + 16 * half;
+            const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
+            __m256i s32 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int s = 0; s < 4; s++) {
+                __m256i p = _mm256_maddubs_epi16(aq[s], _mm256_sign_epi8(bcast4(yq + 4 * s), q[s]));
+                s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
+            }
+            _mm256_store_ps(acc[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32),
+                                                    _mm256_mul_ps(dw, _mm256_set1_ps(m->d)),
+                                                    _mm256_load_ps(acc[t])));
+        }
+    }
+}
+
+/* Two passes over the group, one per half, accumulators in registers: the prefill order
+ * (several tokens share each unpacked block, so the second read of the group, from L1/L2,
+ * costs little next to them). */
+ALWAYS void tile32_half2(int type, int NT, int nb, const uint8_t *w, int h, const uint8_t *act,
+                        size_t as, int64_t n_cols, float *y, size_t ys, int nr)
+{
+    const size_t bb = blk32_bytes(type);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT2];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * bb;
+        if (h == 0)
+            prefetch_block(blk, bb);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+        __m256i u[8];
+        unpack_nib(type, blk, h, u);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b;
+            const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
+            __m256i s32;
+            if (type == PORTA_Q5_0) {   /* 5-bit weights: two int16 sums of 4 steps */
+                __m256i lo = _mm256_maddubs_epi16(u[0], bcast4(yq));
+                __m256i hi = _mm256_maddubs_epi16(u[4], bcast4(yq + 16));
+#pragma GCC unroll 3
+                for (int s = 1; s < 4; s++) {
+                    lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
+                    hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[s + 4], bcast4(yq + 16 + 4 * s)));
+                }
+                s32 = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+            } else {
+                __m256i s16 = _mm256_maddubs_epi16(u[0], bcast4(yq));
+#pragma GCC unroll 7
+                for (int s = 1; s < 8; s++)
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
+                s32 = _mm256_madd_epi16(s16, ones);
+            }
+            if (type != PORTA_Q4_1)
+                s32 = _mm256_add_epi32(s32, _mm256_set1_epi32(m->corr));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(m->d)),
+                                     acc[t]);
+            if (type == PORTA_Q4_1)
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
+                             (const __m128i *)(blk + 32 + 16 * h))), _mm256_set1_ps(m->s), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++)
+        store_rows(y + (size_t)t * ys + 8 * h, acc[t], nr - 8 * h);
+}
+
+/* Q8_0, one half over all blocks (the prefill order, see tile32) */
+ALWAYS void tile_q8_0_half2(int NT, int nb, const uint8_t *w, int h, const uint8_t *act, size_t as,
+                           int64_t n_cols, float *y, size_t ys, int nr)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT2];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * 544;
+        if (h == 0)
+            prefetch_block(blk, 544);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {      /* 4 steps at a time: w and |w| in 8 regs */
+            __m256i q[4], aq[4];
+#pragma GCC unroll 4
+            for (int s = 0; s < 4; s++) {
+                q[s] = loadu(blk + 32 + 64 * (4 * half + s) + 32 * h);
+                aq[s] = _mm256_sign_epi8(q[s], q[s]);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b + 16 * half;
+                const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
+                __m256i s32 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int s = 0; s < 4; s++) {
+                    __m256i p = _mm256_maddubs_epi16(aq[s], _mm256_sign_epi8(bcast4(yq + 4 * s), q[s]));
+                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
+                }
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32),
+                                         _mm256_mul_ps(dw, _mm256_set1_ps(m->d)), acc[t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++)
+        store_rows(y + (size_t)t * ys + 8 * h, acc[t], nr - 8 * h);
+}
+
+/* One pass over the group: block by block, both halves, so that each weight line is read once
+ * from memory and used while it is in L1 (the decode order: one or two tokens). */
+ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as,
+                   int64_t n_cols, float *y, size_t ys, int nr)
+{
+    if (NT >= 3) {
+        for (int h = 0; h < 2 && 8 * h < nr; h++) {
+            if (type == PORTA_Q8_0)
+                tile_q8_0_half2(NT, nb, w, h, act, as, n_cols, y, ys, nr);
+            else
+                tile32_half2(type, NT, nb, w, h, act, as, n_cols, y, ys, nr);
+        }
+        return;
+    }
+    const size_t bb = blk32_bytes(type);
+    const int nh = nr > 8 ? 2 : 1;
+    float acc[2][NT2][8] __attribute__((aligned(32)));
+    memset(acc, 0, sizeof acc);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * bb;
+        prefetch_block(blk, bb);
+        for (int h = 0; h < nh; h++) {
+            if (type == PORTA_Q8_0)
+                blk_q8_0_half(NT, blk, b, h, act, as, n_cols, acc[h]);
+            else
+                blk32_half(type, NT, blk, b, h, act, as, n_cols, acc[h]);
+        }
+    }
+    for (int h = 0; h < nh; h++)
+        for (int t = 0; t < NT; t++)
+            store_rows(y + (size_t)t * ys + 8 * h, _mm256_load_ps(acc[h][t]), nr - 8 * h);
+}
+
+#define GEMM32(fn, type)                                                                         \
+    static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \
+                   float *y, size_t ys, int n_rows)                                              \
+    {                                                                                            \
+        const int nb = (int)(n_cols / 32);                                                       \
+        const uint8_t *a = act;                                                                  \
+        int t = 0;                                                                               \
+        for (; t + NT2 <= n_tok; t += NT2)                                                       \
+            tile32(type, NT2, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows);           \
+        switch (n_tok - t) {                                                                     \
+        case 1: tile32(type, 1, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;  \
+        case 2: tile32(type, 2, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;  \
+        case 3: tile32(type, 3, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;  \
+        default: break;                                                                          \
+        }                                                                                        \
+    }
+
+GEMM32(gemm_q4_0, PORTA_Q4_0)
+GEMM32(gemm_q4_1, PORTA_Q4_1)
+GEMM32(gemm_q5_0, PORTA_Q5_0)
+GEMM32(gemm_q8_0, PORTA_Q8_0)
+
+/* vpshufb patterns over int32 lanes of 4 bytes: (byte k, byte k) as an int16 pair (k_pair),
+ * and byte k in the high byte of both words (k_hi2, for a sign-extending shift) */
+#define PR(b) b, 0x80, b, 0x80, 4 + b, 0x80, 4 + b, 0x80, 8 + b, 0x80, 8 + b, 0x80, 12 + b, 0x80, 12 + b, 0x80
+#define HI(b) 0x80, b, 0x80, b, 0x80, 4 + b, 0x80, 4 + b, 0x80, 8 + b, 0x80, 8 + b, 0x80, 12 + b, 0x80, 12 + b
+static const uint8_t k_pair[4][32] __attribute__((aligned(32))) = {
+    { PR(0), PR(0) }, { PR(1), PR(1) }, { PR(2), PR(2) }, { PR(3), PR(3) },
+};
+static const uint8_t k_hi2[4][32] __attribute__((aligned(32))) = {
+    { HI(0), HI(0) }, { HI(1), HI(1) }, { HI(2), HI(2) }, { HI(3), HI(3) },
+};
+#undef PR
+#undef HI
+
+/* (v_j, v_j) int16 pairs, j = 0..3 by the byte of each int32 lane of x (unsigned bytes) */
+ALWAYS __m256i pair_u8(__m256i x, int j)
+{
+    return _mm256_shuffle_epi8(x, _mm256_load_si256((const __m256i *)k_pair[j]));
+}
+
+/* (v_j, v_j) int16 pairs of the signed bytes j of each int32 lane of x */
+ALWAYS __m256i pair_i8(__m256i x, int j)
+{
+    return _mm256_srai_epi16(_mm256_shuffle_epi8(x, _mm256_load_si256((const __m256i *)k_hi2[j])), 8);
+}
+
+/* Q4_K, rows 8h..8h+7 of one super-block: the 8 scales as (s, s) int16 pairs for madd after
+ * 8 maddubs steps, the 8 mins as (m, m) pairs against the activation's bsum pairs */
+ALWAYS void blk_q4_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_t *act,
+                          size_t as, float (*acc)[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F);
+    const __m256i lo4 = _mm256_set1_epi32(0x0f0f0f0f), lo2 = _mm256_set1_epi32(0x03030303);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+    const __m256 dmw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)));
+    const __m256i u0 = loadu(blk + 64 + 32 * h), u1 = loadu(blk + 128 + 32 * h);
+    const __m256i u2 = loadu(blk + 192 + 32 * h);
+    const __m256i sc_lo = _mm256_and_si256(u0, m6), mn_lo = _mm256_and_si256(u1, m6);
+    const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(u2, lo4),
+        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), lo2), 4));
+    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), lo4),
+        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), lo2), 4));
+    __m256i isum[NTK2];
+#pragma GCC unroll 3
+    for (int t = 0; t < NT; t++)
+        isum[t] = _mm256_setzero_si256();
+    for (int p = 0; p < 4; p++) {
+        const int8_t *yq[NTK2];
+        __m256i s0[NTK2], s1[NTK2];
+        const uint8_t *q = blk + 256 + 512 * p + 32 * h;
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; t++) {
+            yq[t] = ((const struct porta_block_q8_K *)(act + t * as) + b)->qs + 64 * p;
+            s0[t] = s1[t] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            __m256i v = loadu(q + 64 * c);
+            __m256i l = _mm256_and_si256(v, m4), hh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+#pragma GCC unroll 3
+            for (int t = 0; t < NT; t++) {
+                s0[t] = _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(l, bcast4(yq[t] + 4 * c)));
+                s1[t] = _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(hh, bcast4(yq[t] + 32 + 4 * c)));
+            }
+        }
+        /* the pair's two scales as (s, s) int16 pairs, one shuffle each */
+        const __m256i src = p < 2 ? sc_lo : sc_hi;
+        const __m256i s_a = _mm256_shuffle_epi8(src, _mm256_load_si256((const __m256i *)k_pair[(2 * p) % 4]));
+        const __m256i s_b = _mm256_shuffle_epi8(src, _mm256_load_si256((const __m256i *)k_pair[(2 * p + 1) % 4]));
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; t++)
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(s0[t], s_a),
+                                                                 _mm256_madd_epi16(s1[t], s_b)));
+    }
+#pragma GCC unroll 3
+    for (int t = 0; t < NT; t++) {
+        const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)(act + t * as) + b;
+        __m256i mi = _mm256_madd_epi16(pair_u8(mn_lo, 0), bcast4(a->bsums));
+#pragma GCC unroll 7
+        for (int j = 1; j < 8; j++)
+            mi = _mm256_add_epi32(mi, _mm256_madd_epi16(pair_u8(j < 4 ? mn_lo : mn_hi, j % 4),
+                                                        bcast4(a->bsums + 2 * j)));
+        const __m256 dy = _mm256_set1_ps(a->d);
+        __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, dy),
+                                   _mm256_load_ps(acc[t]));
+        _mm256_store_ps(acc[t], _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(dmw, dy), r));
+    }
+}
+
+/* Q6_K, rows 8h..8h+7 of one super-block: u = q + 32 in [0, 63]; two maddubs steps add up in
+ * int16 (2 * 2 * 63 * 128 < 32768), then madd by the sub-block's (sc, sc) pair; the 32 comes
+ * back out through the bsums */
+ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_t *act,
+                          size_t as, float (*acc)[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256i sc[16], sp[8];
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const __m256i x = loadu(blk + 32 + 64 * k + 32 * h);    /* scales 4k..4k+3 */
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            sc[4 * k + i] = pair_i8(x, i);
+        const __m256i ev = _mm256_srai_epi16(_mm256_slli_epi16(x, 8), 8);
+        const __m256i od = _mm256_srai_epi16(x, 8);
+        sp[2 * k] = _mm256_blend_epi16(ev, _mm256_slli_epi32(od, 16), 0xAA);
+        sp[2 * k + 1] = _mm256_blend_epi16(_mm256_srli_epi32(ev, 16), od, 0xAA);
+    }
+    __m256i isum[NT2];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)(act + t * as) + b;
+        __m256i ci = _mm256_madd_epi16(sp[0], bcast4(a->bsums));
+#pragma GCC unroll 7
+        for (int k = 1; k < 8; k++)
+            ci = _mm256_add_epi32(ci, _mm256_madd_epi16(sp[k], bcast4(a->bsums + 2 * k)));
+        isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(ci, 5));
+    }
+    for (int un = 0; un < 8; un++) {
+        const uint8_t *unit = blk + 288 + 384 * un + 32 * h;
+        const __m256i h0 = loadu(unit), h1 = loadu(unit + 64);
+        __m256i u[8];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i v = loadu(unit + 128 + 64 * c);
+            u[c] = _mm256_and_si256(v, m4);
+            u[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; s++) {
+            __m256i hb = s < 4 ? h0 : h1;
+            int k = s % 4;
+            __m256i hs = k < 2 ? _mm256_slli_epi16(hb, 4 - 2 * k) :
+                         k == 2 ? hb : _mm256_srli_epi16(hb, 2);
+            u[s] = _mm256_or_si256(u[s], _mm256_and_si256(hs, m30));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const int8_t *yq = ((const struct porta_block_q8_K *)(act + t * as) + b)->qs + 32 * un;
+            __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(u[0], bcast4(yq)),
+                                          _mm256_maddubs_epi16(u[1], bcast4(yq + 4)));
+            __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], bcast4(yq + 8)),
+                                          _mm256_maddubs_epi16(u[3], bcast4(yq + 12)));
+            __m256i p2 = _mm256_add_epi16(_mm256_maddubs_epi16(u[4], bcast4(yq + 16)),
+                                          _mm256_maddubs_epi16(u[5], bcast4(yq + 20)));
+            __m256i p3 = _mm256_add_epi16(_mm256_maddubs_epi16(u[6], bcast4(yq + 24)),
+                                          _mm256_maddubs_epi16(u[7], bcast4(yq + 28)));
+            __m256i a0 = _mm256_add_epi32(_mm256_madd_epi16(p0, sc[2 * un]),
+                                          _mm256_madd_epi16(p1, sc[2 * un]));
+            __m256i a1 = _mm256_add_epi32(_mm256_madd_epi16(p2, sc[2 * un + 1]),
+                                          _mm256_madd_epi16(p3, sc[2 * un + 1]));
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(a0, a1));
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)(act + t * as) + b;
+        _mm256_store_ps(acc[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
+                                                _mm256_mul_ps(dw, _mm256_set1_ps(a->d)),
+                                                _mm256_load_ps(acc[t])));
+    }
+}
+
+/* One pass over the group's super-blocks, both halves of each (see tile32) */
+#define TILEK(fn, blk_half, bytes, NTM)                                                          \
+    ALWAYS void fn(int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as, float *y,    \
+                   size_t ys, int nr)                                                            \
+    {                                                                                            \
+        const int nh = nr > 8 ? 2 : 1;                                                           \
+        float acc[2][NTM][8] __attribute__((aligned(32)));                                       \
+        memset(acc, 0, sizeof acc);                                                              \
+        for (int b = 0; b < nb; b++) {                                                           \
+            const uint8_t *blk = w + (size_t)b * bytes;                                          \
+            prefetch_block(blk, bytes);                                                          \
+            for (int h = 0; h < nh; h++)                                                         \
+                blk_half(NT, blk, b, h, act, as, acc[h]);                                        \
+        }                                                                                        \
+        for (int h = 0; h < nh; h++)                                                             \
+            for (int t = 0; t < NT; t++)                                                         \
+                store_rows(y + (size_t)t * ys + 8 * h, _mm256_load_ps(acc[h][t]), nr - 8 * h);   \
+    }
+
+TILEK(tile_q4_K, blk_q4_K_half, 2304, NTK2)
+TILEK(tile_q6_K, blk_q6_K_half, 3360, NT2)
+
+#define GEMMK(fn, tile, NTM)                                                                     \
+    static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \
+                   float *y, size_t ys, int n_rows)                                              \
+    {                                                                                            \
+        const int nb = (int)(n_cols / PORTA_QK_K);                                               \
+        const uint8_t *a = act;                                                                  \
+        int t = 0;                                                                               \
+        for (; t + NTM <= n_tok; t += NTM)                                                       \
+            tile(NTM, nb, w, a + t * as, as, y + t * ys, ys, n_rows);                            \
+        switch (n_tok - t) {                                                                     \
+        case 1: tile(1, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;                   \
+        case 2: tile(2 < NTM ? 2 : 1, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;     \
+        case 3: tile(3 < NTM ? 3 : 1, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;     \
+        default: break;                                                                          \
+        }                                                                                        \
+    }
+
+GEMMK(gemm_q4_K, tile_q4_K, NTK2)
+GEMMK(gemm_q6_K, tile_q6_K, NT2)
+
+/* Activation rows of the 32-block tile kernels: quantize_q8_0's values (Q8_1's for Q4_1) and
+ * per block d, -c * sum(q), s. */
+ALWAYS void act32_row(const float *x, void *act, int64_t n, int c, bool with_s)
+{
+    int8_t *qs = act;
+    struct porta_act32 *m = (struct porta_act32 *)((uint8_t *)act + n);
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        float amax = amax32(x);
+        float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q0 = round_i8x8(x, vid), q1 = round_i8x8(x + 8, vid);
+        __m256i q2 = round_i8x8(x + 16, vid), q3 = round_i8x8(x + 24, vid);
+        int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+        _mm256_storeu_si256((__m256i *)(qs + 32 * i), pack32(q0, q1, q2, q3));
+        m[i].d = f16(porta_f32_to_f16(d));
+        m[i].corr = -c * sum;
+        m[i].s = with_s ? f16(porta_f32_to_f16((float)sum * d)) : 0.0f;
+    }
+}
+
+static void act_q4_0(const float *x, void *a, int64_t n) { act32_row(x, a, n, 8, false); }
+static void act_q4_1(const float *x, void *a, int64_t n) { act32_row(x, a, n, 0, true); }
+static void act_q5_0(const float *x, void *a, int64_t n) { act32_row(x, a, n, 16, false); }
+static void act_q8_0(const float *x, void *a, int64_t n) { act32_row(x, a, n, 0, false); }
+
+/* ---- fused small ops and attention ------------------------------------------------------------ */
+
+/* e^x on 8 lanes: Cephes' expf polynomial on x - n ln2, times 2^n built in the exponent bits
+ * (x clamped to the normal float range first); ~1 ulp */
+static inline __m256 exp256(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), _mm256_set1_ps(88.7228f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* n in [-126, 128]: 2^n as (n + 127) << 23, split in two factors so that n = 128 and
+     * n = -126 stay finite / normal */
+    __m256i e = _mm256_cvtps_epi32(n);
+    __m256i e1 = _mm256_srai_epi32(e, 1), e2 = _mm256_sub_epi32(e, e1);
+    __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e1, _mm256_set1_epi32(127)), 23));
+    __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
+}
+
+static void swiglu(float *y, const float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_loadu_ps(g + i);
+        __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), a));
+        __m256 s = _mm256_div_ps(a, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++)
+        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
+{
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        s0 = _mm256_fmadd_pd(lo, lo, s0);
+        s1 = _mm256_fmadd_pd(hi, hi, s1);
+    }
+    __m256d s = _mm256_add_pd(s0, s1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    double ss = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    for (; i < n; i++)
+        ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), sc);
+        if (w)
+            v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
+        _mm256_storeu_ps(y + i, v);
+    }
+    for (; i < n; i++)
+        y[i] = x[i] * scale * (w ? w[i] : 1.0f);
+}
+
+/* n floats of a cache row (F16 or F32) into dst, zero-padded to a multiple of 8 */
+static inline void row_to_f32(float *dst, const void *src, bool f16, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_store_ps(dst + i, f16 ? load_f16((const porta_f16 *)src + i)
+                                     : _mm256_loadu_ps((const float *)src + i));
+    for (; i < n; i++)
+        dst[i] = f16 ? porta_f16_to_f32(((const porta_f16 *)src)[i]) : ((const float *)src)[i];
+    for (; i & 7; i++)
+        dst[i] = 0;
+}
+
+static void attn_rows(const struct porta_attn_rows *a)
+{
+    const int G = a->n_q, dk = a->dk, dv = a->dv, dk16 = (dk + 15) & ~15, dv16 = (dv + 15) & ~15;
+    const size_t esz = a->f16 ? 2 : 4;
+    float *sc = a->scratch, *kf = sc + (size_t)G * PORTA_ATTN_CHUNK, *vf = kf + dk16;
+    float *mx = vf + dv16, *ls = mx + ((G + 15) & ~15);
+    for (int g = 0; g < G; g++) {
+        mx[g] = -INFINITY;
+        ls[g] = 0;
+        memset(a->o + (size_t)g * dv, 0, sizeof(float) * (size_t)dv);
+    }
+    for (int p0 = 0; p0 < a->n_kv; p0 += PORTA_ATTN_CHUNK) {
+        int n = a->n_kv - p0 < PORTA_ATTN_CHUNK ? a->n_kv - p0 : PORTA_ATTN_CHUNK;
+        for (int j = 0; j < n; j++) {
+            row_to_f32(kf, (const uint8_t *)a->k + (size_t)(p0 + j) * a->k_stride * esz, a->f16, dk);
+            for (int g = 0; g < G; g++) {
+                const float *q = a->q + (size_t)g * dk;
+                __m256 s = _mm256_setzero_ps();
+                int i = 0;
+                for (; i + 8 <= dk; i += 8)
+                    s = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_load_ps(kf + i), s);
+                float d = hsum_ps(s);
+                for (; i < dk; i++)
+                    d += q[i] * kf[i];
+                sc[g * PORTA_ATTN_CHUNK + j] = d * a->scale;
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            float *s = sc + g * PORTA_ATTN_CHUNK, m_new = mx[g];
+            for (int j = 0; j < n; j++)
+                m_new = s[j] > m_new ? s[j] : m_new;
+            __m256 vm = _mm256_set1_ps(m_new), sum = _mm256_setzero_ps();
+            int j = 0;
+            for (; j + 8 <= n; j += 8) {
+                __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+                _mm256_storeu_ps(s + j, e);
+                sum = _mm256_add_ps(sum, e);
+            }
+            float tot = hsum_ps(sum);
+            for (; j < n; j++) {
+                s[j] = expf(s[j] - m_new);
+                tot += s[j];
+            }
+            float corr = mx[g] == -INFINITY ? 0.0f : expf(mx[g] - m_new);
+            ls[g] = ls[g] * corr + tot;
+            mx[g] = m_new;
+            if (corr != 1.0f)
+                for (int i = 0; i < dv; i++)
+                    a->o[(size_t)g * dv + i] *= corr;
+        }
+        for (int j = 0; j < n; j++) {
+            row_to_f32(vf, (const uint8_t *)a->v + (size_t)(p0 + j) * a->v_stride * esz, a->f16, dv);
+            for (int g = 0; g < G; g++) {
+                float *o = a->o + (size_t)g * dv, wgt = sc[g * PORTA_ATTN_CHUNK + j];
+                const __m256 vw = _mm256_set1_ps(wgt);
+                int i = 0;
+                for (; i + 8 <= dv; i += 8)
+                    _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, _mm256_load_ps(vf + i),
+                                                            _mm256_loadu_ps(o + i)));
+                for (; i < dv; i++)
+                    o[i] += wgt * vf[i];
+            }
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float inv = 1.0f / ls[g];
+        for (int i = 0; i < dv; i++)
+            a->o[(size_t)g * dv + i] *= inv;
+    }
+}
+
 static const struct porta_cpu_kernels avx2_kernels = {
     .name = "avx2",
     .vec_dot = {
@@ -765,6 +1444,17 @@ static const struct porta_cpu_kernels avx2_kernels = {
         [PORTA_F16] = f16_to_float, [PORTA_BF16] = bf16_to_float,
         [PORTA_Q4_0] = q4_0_to_float, [PORTA_Q8_0] = q8_0_to_float,
     },
+    .gemm = {
+        [PORTA_Q4_0] = gemm_q4_0, [PORTA_Q4_1] = gemm_q4_1, [PORTA_Q5_0] = gemm_q5_0,
+        [PORTA_Q8_0] = gemm_q8_0, [PORTA_Q4_K] = gemm_q4_K, [PORTA_Q6_K] = gemm_q6_K,
+    },
+    .gemm_act = {
+        [PORTA_Q4_0] = act_q4_0, [PORTA_Q4_1] = act_q4_1, [PORTA_Q5_0] = act_q5_0,
+        [PORTA_Q8_0] = act_q8_0, [PORTA_Q4_K] = quantize_q8_K, [PORTA_Q6_K] = quantize_q8_K,
+    },
+    .swiglu = swiglu,
+    .rmsnorm = rmsnorm,
+    .attn = attn_rows,
 };
 
 /* The AVX2 table; entries left NULL are filled from the scalar table by cpu.c. Does not check

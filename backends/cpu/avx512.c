@@ -7,6 +7,7 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__F16C__) && defined(__FMA__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -710,6 +711,571 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n)
         store_scaled32(dst, loadu256(b[i].qs), f16(b[i].d));
 }
 
+/* ---- tile kernels over repacked weights (repack.h) --------------------------------------------
+ * One call computes a 16-row group against n_tok tokens: each 64-byte chunk of the group holds
+ * 4 bytes of every row, so one vpdpbusd with a broadcast 4-byte activation slice advances all
+ * 16 rows; a block's unpacked weights stay in registers for NT tokens (prefill), and the 16
+ * rows' scales meet the integer sums in one FMA per block and token. Weights are stored
+ * unsigned (u = w + c); the activation row carries -c * sum(q) per block (porta_act32.corr). */
+
+#define ALWAYS static inline __attribute__((always_inline))
+#ifndef GEMM_PF
+#define GEMM_PF 512                   /* weight-stream prefetch distance into L1, bytes */
+#endif
+#define NT_MAX 8                      /* tokens per pass over a group (32-blocks) */
+#define NTK_MAX 6                     /* tokens per pass over a group (K types) */
+
+ALWAYS __m512i bcast4(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+#ifndef GEMM_PF_FAR
+#define GEMM_PF_FAR 3072              /* and into L2, further ahead */
+#endif
+ALWAYS void prefetch_block(const uint8_t *p, size_t n)
+{
+    for (size_t off = 0; off < n; off += 64)
+        _mm_prefetch((const char *)p + GEMM_PF + off, _MM_HINT_T0);
+    if (GEMM_PF_FAR)
+        for (size_t off = 0; off < n; off += 64)
+            _mm_prefetch((const char *)p + GEMM_PF_FAR + off, _MM_HINT_T1);
+}
+
+ALWAYS size_t blk32_bytes(int type)
+{
+    return type == PORTA_Q4_0 ? 288 : type == PORTA_Q4_1 ? 320 : type == PORTA_Q5_0 ? 352 : 544;
+}
+
+/* the 8 steps (4 bytes of each row: elements 4s..4s+3) of one block, as unsigned bytes */
+ALWAYS void unpack32(int type, const uint8_t *blk, __m512i u[8])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    if (type == PORTA_Q8_0) {
+#pragma GCC unroll 16
+        for (int s = 0; s < 8; s++)
+            u[s] = _mm512_xor_si512(loadu(blk + 32 + 64 * s), _mm512_set1_epi8((char)0x80));
+        return;
+    }
+    const uint8_t *q = blk + (type == PORTA_Q4_0 ? 32 : type == PORTA_Q4_1 ? 64 : 96);
+#pragma GCC unroll 16
+    for (int c = 0; c < 4; c++) {
+        __m512i v = loadu(q + 64 * c);
+        u[c] = _mm512_and_si512(v, m4);
+        u[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+    if (type == PORTA_Q5_0) {
+        const __m512i h = loadu(blk + 32), b4 = _mm512_set1_epi8(0x10);
+#pragma GCC unroll 16
+        for (int s = 0; s < 8; s++) {
+            __m512i hs = s <= 4 ? _mm512_slli_epi16(h, 4 - s) : _mm512_srli_epi16(h, s - 4);
+            u[s] = _mm512_ternarylogic_epi32(u[s], hs, b4, 0xF8);    /* u | (hs & 0x10) */
+        }
+    }
+}
+
+ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as,
+                   int64_t n_cols, float *y, size_t ys, __mmask16 mask)
+{
+    const size_t bb = blk32_bytes(type);
+    __m512 acc[NT_MAX];
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * bb;
+        prefetch_block(blk, bb);
+        const __m512 dw = _mm512_cvtph_ps(loadu256(blk));
+        __m512i u[8];
+        unpack32(type, blk, u);
+        /* the tokens' sums advance step by step together: NT independent chains of vpdpbusd
+         * side by side in the instruction stream, not one chain of 8 after another */
+        __m512i s[NT_MAX];
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++) {
+            const struct porta_act32 *m = (const struct porta_act32 *)(act + (size_t)t * as +
+                                                                       n_cols) + b;
+            s[t] = type == PORTA_Q4_1 ? _mm512_setzero_si512() : _mm512_set1_epi32(m->corr);
+        }
+#pragma GCC unroll 16
+        for (int st = 0; st < 8; st++)
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++)
+                s[t] = _mm512_dpbusd_epi32(s[t], u[st], bcast4(act + (size_t)t * as + 32 * b + 4 * st));
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++) {
+            const struct porta_act32 *m = (const struct porta_act32 *)(act + (size_t)t * as +
+                                                                       n_cols) + b;
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(m->d)), acc[t]);
+            if (type == PORTA_Q4_1)
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtph_ps(loadu256(blk + 32)),
+                                         _mm512_set1_ps(m->s), acc[t]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ys, mask, acc[t]);
+}
+
+#define GEMM32(fn, type)                                                                         \
+    static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \
+                   float *y, size_t ys, int n_rows)                                              \
+    {                                                                                            \
+        const __mmask16 mask = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);          \
+        const int nb = (int)(n_cols / 32);                                                       \
+        const uint8_t *a = act;                                                                  \
+        int t = 0;                                                                               \
+        for (; t + NT_MAX <= n_tok; t += NT_MAX)                                                 \
+            tile32(type, NT_MAX, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask);          \
+        switch (n_tok - t) {                                                                     \
+        case 1: tile32(type, 1, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        case 2: tile32(type, 2, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        case 3: tile32(type, 3, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        case 4: tile32(type, 4, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        case 5: tile32(type, 5, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        case 6: tile32(type, 6, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        case 7: tile32(type, 7, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask); break;    \
+        default: break;                                                                          \
+        }                                                                                        \
+    }
+
+GEMM32(gemm_q4_0, PORTA_Q4_0)
+GEMM32(gemm_q4_1, PORTA_Q4_1)
+GEMM32(gemm_q5_0, PORTA_Q5_0)
+GEMM32(gemm_q8_0, PORTA_Q8_0)
+
+/* vpshufb patterns over int32 lanes holding 4 bytes each: byte k of every lane, as an int32
+ * (k_dword[k]) or as an int16 pair (k, k) (k_pair[k]) */
+#define DW(b) b, 0x80, 0x80, 0x80, 4 + b, 0x80, 0x80, 0x80, 8 + b, 0x80, 0x80, 0x80, 12 + b, 0x80, 0x80, 0x80
+#define PR(b) b, 0x80, b, 0x80, 4 + b, 0x80, 4 + b, 0x80, 8 + b, 0x80, 8 + b, 0x80, 12 + b, 0x80, 12 + b, 0x80
+static const uint8_t k_dword[4][64] __attribute__((aligned(64))) = {
+    { DW(0), DW(0), DW(0), DW(0) }, { DW(1), DW(1), DW(1), DW(1) },
+    { DW(2), DW(2), DW(2), DW(2) }, { DW(3), DW(3), DW(3), DW(3) },
+};
+static const uint8_t k_pair[4][64] __attribute__((aligned(64))) = {
+    { PR(0), PR(0), PR(0), PR(0) }, { PR(1), PR(1), PR(1), PR(1) },
+    { PR(2), PR(2), PR(2), PR(2) }, { PR(3), PR(3), PR(3), PR(3) },
+};
+#undef DW
+#undef PR
+
+/* Q4_K: per super-block the 16 rows' 8 scales and mins, unpacked from their 12 bytes (3 chunks:
+ * bytes 0-3, 4-7, 8-11 of every row) as k4_scales does for one row; the sub-block sums meet
+ * their scales in int32 (vpmulld), the mins meet the activation's bsum pairs in vpdpwssd as
+ * (m, m) int16 pairs, and the float scales come in once per super-block. */
+ALWAYS void tile_q4_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as, float *y,
+                      size_t ys, __mmask16 mask)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F);
+    const __m512i lo4 = _mm512_set1_epi32(0x0f0f0f0f), lo2 = _mm512_set1_epi32(0x03030303);
+    __m512 acc[NTK_MAX];
+    __m512i sj[8], mm[8];
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * 2304;
+        prefetch_block(blk, 2304);
+        const __m512 dw = _mm512_cvtph_ps(loadu256(blk)), dmw = _mm512_cvtph_ps(loadu256(blk + 32));
+        const __m512i u0 = loadu(blk + 64), u1 = loadu(blk + 128), u2 = loadu(blk + 192);
+        const __m512i sc_lo = _mm512_and_si512(u0, m6), mn_lo = _mm512_and_si512(u1, m6);
+        const __m512i sc_hi = _mm512_ternarylogic_epi32(u2, lo4,
+            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), lo2), 4), 0xEA);
+        const __m512i mn_hi = _mm512_ternarylogic_epi32(_mm512_srli_epi32(u2, 4), lo4,
+            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), lo2), 4), 0xEA);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            sj[j] = _mm512_shuffle_epi8(j < 4 ? sc_lo : sc_hi, _mm512_load_si512(k_dword[j % 4]));
+            mm[j] = _mm512_shuffle_epi8(j < 4 ? mn_lo : mn_hi, _mm512_load_si512(k_pair[j % 4]));
+        }
+        __m512i isum[NTK_MAX];
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++)
+            isum[t] = _mm512_setzero_si512();
+        for (int p = 0; p < 4; p++) {
+            __m512i d0[NTK_MAX], d1[NTK_MAX];
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++)
+                d0[t] = d1[t] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int c = 0; c < 8; c++) {
+                __m512i v = loadu(blk + 256 + 64 * (8 * p + c));
+                __m512i l = _mm512_and_si512(v, m4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; t++) {
+                    const int8_t *yq = ((const struct porta_block_q8_K *)(act + t * as) + b)->qs;
+                    d0[t] = _mm512_dpbusd_epi32(d0[t], l, bcast4(yq + 64 * p + 4 * c));
+                    d1[t] = _mm512_dpbusd_epi32(d1[t], h, bcast4(yq + 64 * p + 32 + 4 * c));
+                }
+            }
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++)   /* |sum| <= 8 * 63 * 32 * 15 * 128: fits int32 */
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(
+                    _mm512_mullo_epi32(d0[t], sj[2 * p]), _mm512_mullo_epi32(d1[t], sj[2 * p + 1])));
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++) {     /* d * d_y * isum - dmin * d_y * sum_j m_j * bsum_j */
+            const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)(act + t * as) + b;
+            __m512i mi = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int j = 0; j < 8; j++)
+                mi = _mm512_dpwssd_epi32(mi, mm[j], bcast4(a->bsums + 2 * j));
+            const __m512 dy = _mm512_set1_ps(a->d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, dy), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_mul_ps(dmw, dy), acc[t]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ys, mask, acc[t]);
+}
+
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; u = q + 32 in [0, 63]. The sub-block sums meet
+ * their scales in int32 (vpmulld; |sum| <= 16 * 127 * 16 * 63 * 128 < 2^31), the 32 comes back
+ * out as -32 * sum_i sc_i * bsum_i through (sc_2k, sc_2k+1) int16 pairs, and d * d_y once. */
+ALWAYS void tile_q6_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as, float *y,
+                      size_t ys, __mmask16 mask)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[NT_MAX];
+    __m512i sc[16], sp[8];
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * 3360;
+        prefetch_block(blk, 3360);
+        const __m512 dw = _mm512_cvtph_ps(loadu256(blk));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i x = loadu(blk + 32 + 64 * k);    /* scales 4k..4k+3 of each row */
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                sc[4 * k + i] = _mm512_srai_epi32(_mm512_slli_epi32(x, 24 - 8 * i), 24);
+            /* (sc_4k, sc_4k+1) and (sc_4k+2, sc_4k+3) as sign-extended int16 pairs: ev holds
+             * the even bytes of x sign-extended to words, od the odd ones */
+            const __m512i ev = _mm512_srai_epi16(_mm512_slli_epi16(x, 8), 8);
+            const __m512i od = _mm512_srai_epi16(x, 8);
+            sp[2 * k] = _mm512_mask_blend_epi16(0xAAAAAAAA, ev, _mm512_slli_epi32(od, 16));
+            sp[2 * k + 1] = _mm512_mask_blend_epi16(0xAAAAAAAA, _mm512_srli_epi32(ev, 16), od);
+        }
+        __m512i isum[NT_MAX];
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++) {
+            const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)(act + t * as) + b;
+            __m512i ci = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int k = 0; k < 8; k++)
+                ci = _mm512_dpwssd_epi32(ci, sp[k], bcast4(a->bsums + 2 * k));
+            isum[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(ci, 5));
+        }
+        for (int un = 0; un < 8; un++) {
+            const uint8_t *unit = blk + 288 + 384 * un;
+            const __m512i h0 = loadu(unit), h1 = loadu(unit + 64);
+            __m512i u[8];
+#pragma GCC unroll 16
+            for (int c = 0; c < 4; c++) {
+                __m512i v = loadu(unit + 128 + 64 * c);
+                u[c] = _mm512_and_si512(v, m4);
+                u[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+#pragma GCC unroll 16
+            for (int s = 0; s < 8; s++) {
+                __m512i h = s < 4 ? h0 : h1;
+                int k = s % 4;
+                __m512i hs = k < 2 ? _mm512_slli_epi16(h, 4 - 2 * k) :
+                             k == 2 ? h : _mm512_srli_epi16(h, 2);
+                u[s] = _mm512_ternarylogic_epi32(u[s], hs, m30, 0xF8);  /* u | (hs & 0x30) */
+            }
+            __m512i s0[NT_MAX], s1[NT_MAX];
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++)
+                s0[t] = s1[t] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int s = 0; s < 4; s++)
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; t++) {     /* the tokens' chains side by side */
+                    const int8_t *yq = ((const struct porta_block_q8_K *)(act + t * as) + b)->qs +
+                                       32 * un;
+                    s0[t] = _mm512_dpbusd_epi32(s0[t], u[s], bcast4(yq + 4 * s));
+                    s1[t] = _mm512_dpbusd_epi32(s1[t], u[s + 4], bcast4(yq + 16 + 4 * s));
+                }
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++)
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(
+                    _mm512_mullo_epi32(s0[t], sc[2 * un]), _mm512_mullo_epi32(s1[t], sc[2 * un + 1])));
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++) {
+            const __m512 dy = _mm512_set1_ps(((const struct porta_block_q8_K *)(act + t * as) + b)->d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, dy), acc[t]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ys, mask, acc[t]);
+}
+
+#define GEMMK(fn, tile, NTM)                                                                     \
+    static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \
+                   float *y, size_t ys, int n_rows)                                              \
+    {                                                                                            \
+        const __mmask16 mask = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);          \
+        const int nb = (int)(n_cols / PORTA_QK_K);                                               \
+        const uint8_t *a = act;                                                                  \
+        int t = 0;                                                                               \
+        for (; t + NTM <= n_tok; t += NTM)                                                       \
+            tile(NTM, nb, w, a + t * as, as, y + t * ys, ys, mask);                              \
+        switch (n_tok - t) {                                                                     \
+        case 1: tile(1 < NTM ? 1 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        case 2: tile(2 < NTM ? 2 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        case 3: tile(3 < NTM ? 3 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        case 4: tile(4 < NTM ? 4 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        case 5: tile(5 < NTM ? 5 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        case 6: tile(6 < NTM ? 6 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        case 7: tile(7 < NTM ? 7 : 1, nb, w, a + t * as, as, y + t * ys, ys, mask); break;   \
+        default: break;                                                                          \
+        }                                                                                        \
+    }
+
+GEMMK(gemm_q4_K, tile_q4_K, NTK_MAX)
+GEMMK(gemm_q6_K, tile_q6_K, NT_MAX)
+
+/* Activation rows of the 32-block tile kernels: quantize_q8_0's values (Q8_1's for Q4_1) and
+ * per block d, -c * sum(q), s. */
+ALWAYS void act32_row(const float *x, void *act, int64_t n, int c, bool with_s)
+{
+    int8_t *qs = act;
+    struct porta_act32 *m = (struct porta_act32 *)((uint8_t *)act + n);
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m512 mx = fold_amax(_mm512_setzero_ps(), _mm512_loadu_ps(x));
+        mx = fold_amax(mx, _mm512_loadu_ps(x + 16));
+        float amax = _mm512_reduce_max_ps(mx);
+        float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m512i q0 = round_i8x16(x, vid), q1 = round_i8x16(x + 16, vid);
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128((__m128i *)(qs + 32 * i), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(qs + 32 * i + 16), _mm512_cvtepi32_epi8(q1));
+        m[i].d = f16(porta_f32_to_f16(d));
+        m[i].corr = -c * sum;
+        m[i].s = with_s ? f16(porta_f32_to_f16((float)sum * d)) : 0.0f;
+    }
+}
+
+static void act_q4_0(const float *x, void *a, int64_t n) { act32_row(x, a, n, 8, false); }
+static void act_q4_1(const float *x, void *a, int64_t n) { act32_row(x, a, n, 0, true); }
+static void act_q5_0(const float *x, void *a, int64_t n) { act32_row(x, a, n, 16, false); }
+static void act_q8_0(const float *x, void *a, int64_t n) { act32_row(x, a, n, 128, false); }
+
+/* ---- fused small ops and attention ------------------------------------------------------------ */
+
+/* e^x on 16 lanes: Cephes' expf polynomial on x - n ln2, scaled by 2^n with vscalefps (which
+ * gives 0 / inf past the float range); ~1 ulp */
+static inline __m512 exp512(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static void swiglu(float *y, const float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : tail_mask(n - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, g + i), b = _mm512_maskz_loadu_ps(m, u + i);
+        __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), a)));
+        /* a / d as a * (1 / d): a 14-bit reciprocal and one Newton step (~1 ulp), which is
+         * several times cheaper than vdivps; d >= 1 so the step cannot blow up */
+        __m512 r = _mm512_rcp14_ps(d);
+        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_mul_ps(a, r), b));
+    }
+}
+
+static void rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : tail_mask(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_fmadd_pd(lo, lo, s0);
+        s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512 sc = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)n + eps)));
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : tail_mask(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sc);
+        if (w)
+            v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+/* n floats of a cache row (F16 or F32) into dst, padded with zeros to a multiple of 16 */
+static inline void row_to_f32(float *dst, const void *src, bool f16, int n)
+{
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : tail_mask(n - i);
+        __m512 v = f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const porta_f16 *)src + i))
+                       : _mm512_maskz_loadu_ps(m, (const float *)src + i);
+        _mm512_store_ps(dst + i, v);
+    }
+}
+
+/* lane i = the sum of the 16 lanes of v[i] (a transpose-and-add tree: 45 instructions for 16
+ * sums instead of a full horizontal reduction each) */
+static inline __m512 hsum16(const __m512 v[16])
+{
+    __m512 t[8], u[4];
+#pragma GCC unroll 16
+    for (int i = 0; i < 8; i++)
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                             _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 16
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88),
+                              _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88),
+                              _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
+}
+
+/* rows [j0, j0 + m) of a cache span as floats, PORTA_ATTN_ROWS x n16 (rows past m zero) */
+static void rows_to_f32(float *dst, int n16, const uint8_t *base, size_t stride_bytes, bool f16,
+                        int n, int j0, int m)
+{
+    for (int r = 0; r < PORTA_ATTN_ROWS; r++) {
+        if (r < m)
+            row_to_f32(dst + (size_t)r * n16, base + (size_t)(j0 + r) * stride_bytes, f16, n);
+        else
+            memset(dst + (size_t)r * n16, 0, sizeof(float) * (size_t)n16);
+    }
+}
+
+static void attn_rows(const struct porta_attn_rows *a)
+{
+    const int G = a->n_q, dk = a->dk, dv = a->dv, dk16 = (dk + 15) & ~15, dv16 = (dv + 15) & ~15;
+    const size_t esz = a->f16 ? 2 : 4;
+    float *sc = a->scratch, *kf = sc + (size_t)G * PORTA_ATTN_CHUNK;
+    float *vf = kf + (size_t)PORTA_ATTN_ROWS * dk16, *mx = vf + (size_t)PORTA_ATTN_ROWS * dv16;
+    float *ls = mx + ((G + 15) & ~15);
+    for (int g = 0; g < G; g++) {
+        mx[g] = -INFINITY;
+        ls[g] = 0;
+        memset(a->o + (size_t)g * dv, 0, sizeof(float) * (size_t)dv);
+    }
+    for (int p0 = 0; p0 < a->n_kv; p0 += PORTA_ATTN_CHUNK) {
+        int n = a->n_kv - p0 < PORTA_ATTN_CHUNK ? a->n_kv - p0 : PORTA_ATTN_CHUNK;
+        /* scores: 16 K rows converted once, each query head dotted with all 16 at a time */
+        for (int j0 = 0; j0 < n; j0 += PORTA_ATTN_ROWS) {
+            int m = n - j0 < PORTA_ATTN_ROWS ? n - j0 : PORTA_ATTN_ROWS;
+            rows_to_f32(kf, dk16, (const uint8_t *)a->k + (size_t)p0 * a->k_stride * esz,
+                        a->k_stride * esz, a->f16, dk, j0, m);
+            for (int g = 0; g < G; g++) {
+                const float *q = a->q + (size_t)g * dk;
+                __m512 acc[16];
+#pragma GCC unroll 16
+                for (int r = 0; r < 16; r++)
+                    acc[r] = _mm512_setzero_ps();
+                for (int i = 0; i < dk; i += 16) {
+                    __mmask16 mk = dk - i >= 16 ? 0xFFFF : tail_mask(dk - i);
+                    const __m512 qv = _mm512_maskz_loadu_ps(mk, q + i);
+#pragma GCC unroll 16
+                    for (int r = 0; r < 16; r++)
+                        acc[r] = _mm512_fmadd_ps(qv, _mm512_load_ps(kf + (size_t)r * dk16 + i), acc[r]);
+                }
+                _mm512_mask_storeu_ps(sc + g * PORTA_ATTN_CHUNK + j0, tail_mask(m),
+                                      _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(a->scale)));
+            }
+        }
+        /* online softmax: new running max, rescale what was accumulated, weights e^(s - max) */
+        for (int g = 0; g < G; g++) {
+            float *s = sc + g * PORTA_ATTN_CHUNK, m_new = mx[g];
+            for (int j = 0; j < n; j++)
+                m_new = s[j] > m_new ? s[j] : m_new;
+            __m512 vm = _mm512_set1_ps(m_new), sum = _mm512_setzero_ps();
+            for (int j = 0; j < n; j += 16) {
+                __mmask16 m = n - j >= 16 ? 0xFFFF : tail_mask(n - j);
+                __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
+                _mm512_mask_storeu_ps(s + j, m, e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            float corr = mx[g] == -INFINITY ? 0.0f : expf(mx[g] - m_new);
+            ls[g] = ls[g] * corr + _mm512_reduce_add_ps(sum);
+            mx[g] = m_new;
+            if (corr != 1.0f) {
+                float *o = a->o + (size_t)g * dv;
+                for (int i = 0; i < dv; i += 16) {
+                    __mmask16 m = dv - i >= 16 ? 0xFFFF : tail_mask(dv - i);
+                    _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i),
+                                                                  _mm512_set1_ps(corr)));
+                }
+            }
+        }
+        /* values: 16 V rows converted once; each head's output (128 floats at a time) stays in
+         * registers across them */
+        for (int j0 = 0; j0 < n; j0 += PORTA_ATTN_ROWS) {
+            int m = n - j0 < PORTA_ATTN_ROWS ? n - j0 : PORTA_ATTN_ROWS;
+            rows_to_f32(vf, dv16, (const uint8_t *)a->v + (size_t)p0 * a->v_stride * esz,
+                        a->v_stride * esz, a->f16, dv, j0, m);
+            for (int g = 0; g < G; g++) {
+                float *o = a->o + (size_t)g * dv;
+                const float *w = sc + g * PORTA_ATTN_CHUNK + j0;
+                for (int i0 = 0; i0 < dv; i0 += 128) {
+                    __m512 acc[8];
+                    int nv = (dv - i0 + 15) / 16 < 8 ? (dv - i0 + 15) / 16 : 8;
+#pragma GCC unroll 16
+                    for (int k = 0; k < nv; k++) {
+                        int i = i0 + 16 * k;
+                        acc[k] = _mm512_maskz_loadu_ps(dv - i >= 16 ? 0xFFFF : tail_mask(dv - i), o + i);
+                    }
+#pragma GCC unroll 16
+                    for (int r = 0; r < m; r++) {
+                        const __m512 wr = _mm512_set1_ps(w[r]);
+#pragma GCC unroll 16
+                        for (int k = 0; k < nv; k++)
+                            acc[k] = _mm512_fmadd_ps(wr, _mm512_load_ps(vf + (size_t)r * dv16 + i0 + 16 * k),
+                                                     acc[k]);
+                    }
+#pragma GCC unroll 16
+                    for (int k = 0; k < nv; k++) {
+                        int i = i0 + 16 * k;
+                        _mm512_mask_storeu_ps(o + i, dv - i >= 16 ? 0xFFFF : tail_mask(dv - i), acc[k]);
+                    }
+                }
+            }
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float *o = a->o + (size_t)g * dv;
+        const __m512 inv = _mm512_set1_ps(1.0f / ls[g]);
+        for (int i = 0; i < dv; i += 16) {
+            __mmask16 m = dv - i >= 16 ? 0xFFFF : tail_mask(dv - i);
+            _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i), inv));
+        }
+    }
+}
+
 static const struct porta_cpu_kernels avx512_kernels = {
     .name = "avx512",
     .vec_dot = {
@@ -726,6 +1292,17 @@ static const struct porta_cpu_kernels avx512_kernels = {
         [PORTA_F16] = f16_to_float, [PORTA_BF16] = bf16_to_float,
         [PORTA_Q4_0] = q4_0_to_float, [PORTA_Q8_0] = q8_0_to_float,
     },
+    .gemm = {
+        [PORTA_Q4_0] = gemm_q4_0, [PORTA_Q4_1] = gemm_q4_1, [PORTA_Q5_0] = gemm_q5_0,
+        [PORTA_Q8_0] = gemm_q8_0, [PORTA_Q4_K] = gemm_q4_K, [PORTA_Q6_K] = gemm_q6_K,
+    },
+    .gemm_act = {
+        [PORTA_Q4_0] = act_q4_0, [PORTA_Q4_1] = act_q4_1, [PORTA_Q5_0] = act_q5_0,
+        [PORTA_Q8_0] = act_q8_0, [PORTA_Q4_K] = quantize_q8_K, [PORTA_Q6_K] = quantize_q8_K,
+    },
+    .swiglu = swiglu,
+    .rmsnorm = rmsnorm,
+    .attn = attn_rows,
 };
 
 /* The AVX-512 table; entries left NULL are filled from the scalar table by cpu.c. Does not

@@ -3,12 +3,16 @@
  * (scalar, AVX2 or AVX-512; see kernels.h). */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu_ops.h"
 #include "kernels.h"
 #include "quant.h"
 #include "ref.h"
@@ -20,14 +24,61 @@ struct porta_buf {
     bool owned;
 };
 
+/* Repacked matrices live in arenas of 2 MB pages, one after the other in the order they are
+ * first used (the order decode streams them in); an arena is freed with its last pack. */
+#define ARENA_BYTES ((size_t)64 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+struct arena {
+    uint8_t *base;
+    size_t size, used;
+    int live;                       /* packs in it */
+    struct arena *next;
+};
+
+/* A weight matrix repacked for the tile kernels (repack.h), made on its first matmul. */
+struct pack {
+    struct arena *arena;
+    const uint8_t *src;             /* the matrix's row 0: the key */
+    const struct porta_buf *buf;    /* the buffer src lies in (an upload to it or its free drops
+                                     * the pack) */
+    enum porta_dtype type;
+    int64_t n_rows, n_cols;
+    size_t group_bytes;
+    uint8_t *data;                  /* ceil(n_rows / 16) groups */
+};
+
+/* PORTA_CPU_PROFILE=1: wall time per op kind and per matrix shape, logged at close */
+enum prof_kind { PROF_MATMUL, PROF_ATTN, PROF_NORM, PROF_ROPE, PROF_ELT, PROF_EMBED, PROF_N };
+#define PROF_SHAPES 24
+
+struct prof {
+    double repack_sec;              /* time spent repacking, kept out of the matmul times */
+    double sec[PROF_N];
+    long n[PROF_N];
+    struct { enum porta_dtype type; int64_t rows, cols; int n_tok; long n; double sec, bytes; }
+        shape[PROF_SHAPES];
+    int n_shapes;
+};
+
 struct cpu_ctx {
     struct porta_cpu_kernels k;     /* complete: no NULL entry for a supported type */
+    struct prof *prof;              /* NULL unless PORTA_CPU_PROFILE is set */
     struct porta_pool *pool;
     uint8_t *act;                   /* quantized activations of the current matmul */
     size_t act_cap;
     float *scores;                  /* attention: n_threads rows of n_ctx floats */
     size_t scores_cap;
+    bool repack;                    /* use the tile kernels (PORTA_CPU_REPACK=0: vec_dot only) */
+    struct pack *packs;
+    int n_packs, cap_packs, hint;   /* hint: where the next lookup starts (matmul order repeats) */
+    size_t pack_bytes;
+    struct arena *arenas;           /* the last one made first: packs are cut from its end */
+    struct gemm_job *batch;         /* tile matmuls queued until the next other op */
 };
+
+static void flush(struct cpu_ctx *c);
+static struct gemm_job *batch_new(void);
 
 static float f16_table[65536];
 static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
@@ -120,12 +171,84 @@ static int cpu_devices(porta_device_cb cb, void *user)
     return 0;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void prof_add(struct cpu_ctx *c, enum prof_kind k, double t0)
+{
+    c->prof->sec[k] += now_s() - t0;
+    c->prof->n[k]++;
+}
+
+/* one job of n_mat matmuls (the first: type x rows x cols), bytes of weights in all */
+static void prof_matmul(struct cpu_ctx *c, enum porta_dtype type, int64_t rows, int64_t cols,
+                        int n_mat, int n_tok, double bytes, double t0)
+{
+    struct prof *p = c->prof;
+    double dt = now_s() - t0;
+    p->sec[PROF_MATMUL] += dt;
+    p->n[PROF_MATMUL]++;
+    int i = 0;
+    rows = rows * 16 + n_mat;       /* the key: a batch of 3 differs from one matrix */
+    while (i < p->n_shapes && !(p->shape[i].type == type && p->shape[i].rows == rows &&
+                                p->shape[i].cols == cols && p->shape[i].n_tok == n_tok))
+        i++;
+    if (i == PROF_SHAPES)
+        return;
+    if (i == p->n_shapes) {
+        p->n_shapes++;
+        p->shape[i].type = type;
+        p->shape[i].rows = rows;
+        p->shape[i].cols = cols;
+        p->shape[i].n_tok = n_tok;
+    }
+    p->shape[i].n++;
+    p->shape[i].sec += dt;
+    p->shape[i].bytes += bytes;
+}
+
+static void prof_report(const struct prof *p)
+{
+    static const char *names[PROF_N] = { "matmul", "attention", "rmsnorm", "rope", "eltwise",
+                                         "embed" };
+    double tot = 0;
+    for (int k = 0; k < PROF_N; k++)
+        tot += p->sec[k];
+    porta_info("cpu profile: %.3f s in ops (and %.3f s repacking weights)", tot, p->repack_sec);
+    for (int k = 0; k < PROF_N; k++)
+        if (p->n[k])
+            porta_info("cpu profile: %-9s %8ld calls %8.3f s %5.1f%%", names[k], p->n[k],
+                       p->sec[k], 100.0 * p->sec[k] / tot);
+    for (int i = 0; i < p->n_shapes; i++)
+        porta_info("cpu profile: %d matmul(s), first %-5s %6lld x %6lld, %4d tok: %7ld jobs %7.3f s"
+                   " %6.2f GB/s %7.1f us/job", (int)(p->shape[i].rows % 16),
+                   porta_dtype_name(p->shape[i].type), (long long)(p->shape[i].rows / 16),
+                   (long long)p->shape[i].cols, p->shape[i].n_tok, p->shape[i].n, p->shape[i].sec,
+                   p->shape[i].bytes / p->shape[i].sec / 1e9, 1e6 * p->shape[i].sec / p->shape[i].n);
+}
+
 static void cpu_close(struct porta_backend *be)
 {
     struct cpu_ctx *c = be->ctx;
     if (!c)
         return;
+    if (c->prof) {
+        prof_report(c->prof);
+        free(c->prof);
+    }
     porta_pool_destroy(c->pool);
+    while (c->arenas) {
+        struct arena *a = c->arenas;
+        c->arenas = a->next;
+        free(a->base);
+        free(a);
+    }
+    free(c->packs);
+    free(c->batch);
     free(c->act);
     free(c->scores);
     free(c);
@@ -139,6 +262,12 @@ static int cpu_open(struct porta_backend *be, const struct porta_backend_cfg *cf
     if (!c)
         return PORTA_E_NOMEM;
     be->ctx = c;
+    c->batch = batch_new();
+    if (!c->batch) {
+        free(c);
+        be->ctx = NULL;
+        return PORTA_E_NOMEM;
+    }
     int rc = pick_kernels(c, env_or(cfg->cpu_kernels));
     if (rc)
         goto fail;
@@ -146,6 +275,11 @@ static int cpu_open(struct porta_backend *be, const struct porta_backend_cfg *cf
     rc = porta_pool_create(nt, &c->pool);
     if (rc)
         goto fail;
+    const char *pe = getenv("PORTA_CPU_PROFILE");
+    if (pe && *pe && strcmp(pe, "0") != 0)
+        c->prof = calloc(1, sizeof *c->prof);
+    const char *rp = getenv("PORTA_CPU_REPACK");
+    c->repack = !(rp && strcmp(rp, "0") == 0);
     snprintf(be->desc, sizeof be->desc, "cpu (%s, %d threads)", c->k.name, nt);
     return 0;
 fail:
@@ -195,8 +329,30 @@ static int cpu_buf_wrap_host(struct porta_backend *be, const void *ptr, size_t n
     return 0;
 }
 
+static void arena_release(struct cpu_ctx *c, struct arena *a);
+
+/* Drops the packs made from buf (all of them when lo == hi == 0, else those whose rows
+ * overlap [lo, hi) of it). */
+static void drop_packs(struct cpu_ctx *c, const struct porta_buf *b, size_t lo, size_t hi)
+{
+    for (int i = 0; i < c->n_packs;) {
+        struct pack *pk = &c->packs[i];
+        size_t off = pk->buf == b ? (size_t)(pk->src - b->data) : 0;
+        size_t len = pk->group_bytes / PORTA_GEMM_ROWS * (size_t)pk->n_rows;
+        if (pk->buf == b && (hi == lo || (off < hi && lo < off + len))) {
+            c->pack_bytes -= pk->group_bytes * (size_t)((pk->n_rows + 15) / 16);
+            arena_release(c, pk->arena);
+            *pk = c->packs[--c->n_packs];
+        } else {
+            i++;
+        }
+    }
+}
+
 static void cpu_buf_free(struct porta_backend *be, struct porta_buf *b)
 {
+    flush(be->ctx);
+    drop_packs(be->ctx, b, 0, 0);
     if (b->owned)
         free(b->data);
     free(b);
@@ -207,6 +363,9 @@ static size_t cpu_buf_size(const struct porta_buf *b) { return b->size; }
 static int cpu_upload(struct porta_backend *be, struct porta_buf *dst, size_t off, const void *src,
                       size_t n)
 {
+    flush(be->ctx);
+    if (n)
+        drop_packs(be->ctx, dst, off, off + n);
     memcpy(dst->data + off, src, n);
     return 0;
 }
@@ -214,6 +373,7 @@ static int cpu_upload(struct porta_backend *be, struct porta_buf *dst, size_t of
 static int cpu_download(struct porta_backend *be, void *dst, const struct porta_buf *src,
                         size_t off, size_t n)
 {
+    flush(be->ctx);
     memcpy(dst, src->data + off, n);
     return 0;
 }
@@ -235,6 +395,295 @@ static int grow(void **p, size_t *cap, size_t need)
 
 /* ---- matmul ---- */
 
+/* Tasks per thread for the row-parallel loops: enough that a thread the OS deschedules holds
+ * back little, few enough that taking one costs nothing. */
+#define TASKS_PER_THREAD 8
+
+static int64_t per_task(int64_t n, int nth)
+{
+    int64_t want = (int64_t)nth * TASKS_PER_THREAD, per = (n + want - 1) / want;
+    return per > 0 ? per : 1;
+}
+
+/* bytes for a pack, 64-aligned, from the newest arena (a new one when it is full). NULL when
+ * out of memory. */
+static uint8_t *arena_take(struct cpu_ctx *c, size_t bytes, struct arena **from)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    struct arena *a = c->arenas;
+    if (!a || a->size - a->used < bytes) {
+        size_t size = bytes > ARENA_BYTES ? (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1) : ARENA_BYTES;
+        a = calloc(1, sizeof *a);
+        if (!a || !(a->base = aligned_alloc(HUGE_PAGE, size))) {
+            free(a);
+            return NULL;
+        }
+#ifdef MADV_HUGEPAGE
+        /* decode streams every byte once per token; with 4 KB pages the page walks cost this
+         * kind of VM a third of its read bandwidth */
+        madvise(a->base, size, MADV_HUGEPAGE);
+#endif
+        a->size = size;
+        a->next = c->arenas;
+        c->arenas = a;
+    }
+    uint8_t *p = a->base + a->used;
+    a->used += bytes;
+    a->live++;
+    *from = a;
+    return p;
+}
+
+static void arena_release(struct cpu_ctx *c, struct arena *a)
+{
+    if (--a->live > 0)
+        return;
+    for (struct arena **pp = &c->arenas; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    free(a->base);
+    free(a);
+}
+
+struct repack_job {
+    struct pack *pk;
+    size_t row_bytes;
+    int64_t per;
+};
+
+static void repack_task(void *arg, int task, int n)
+{
+    struct repack_job *j = arg;
+    struct pack *pk = j->pk;
+    int64_t n_groups = (pk->n_rows + 15) / 16, g1 = (task + 1) * j->per;
+    for (int64_t g = task * j->per; g < g1 && g < n_groups; g++) {
+        int64_t r0 = g * PORTA_GEMM_ROWS, nr = pk->n_rows - r0;
+        porta_repack_group(pk->type, pk->data + g * pk->group_bytes, pk->src + r0 * j->row_bytes,
+                           j->row_bytes, nr < PORTA_GEMM_ROWS ? (int)nr : PORTA_GEMM_ROWS,
+                           pk->n_cols);
+    }
+}
+
+/* The repacked copy of w, made (on the pool) when first asked for. NULL on allocation failure:
+ * the caller falls back to vec_dot. */
+static const struct pack *get_pack(struct cpu_ctx *c, const struct porta_weight *w,
+                                   const uint8_t *src)
+{
+    for (int k = 0; k < c->n_packs; k++) {
+        int i = (c->hint + k) % c->n_packs;
+        struct pack *pk = &c->packs[i];
+        if (pk->src == src && pk->type == w->type && pk->n_rows == w->n_rows &&
+            pk->n_cols == w->n_cols) {
+            c->hint = i + 1 < c->n_packs ? i + 1 : 0;
+            return pk;
+        }
+    }
+    if (c->n_packs == c->cap_packs) {
+        int cap = c->cap_packs ? 2 * c->cap_packs : 64;
+        struct pack *np = realloc(c->packs, sizeof *np * (size_t)cap);
+        if (!np)
+            return NULL;
+        c->packs = np;
+        c->cap_packs = cap;
+    }
+    int64_t n_groups = (w->n_rows + 15) / 16;
+    struct pack pk = { .src = src, .buf = w->buf, .type = w->type, .n_rows = w->n_rows,
+                       .n_cols = w->n_cols,
+                       .group_bytes = porta_repack_group_bytes(w->type, w->n_cols) };
+    size_t bytes = pk.group_bytes * (size_t)n_groups;
+    if (!(pk.data = arena_take(c, bytes, &pk.arena))) {
+        porta_warn("cpu: no memory to repack %s (%zu bytes): multiplying it row by row", w->name,
+                   bytes);
+        return NULL;
+    }
+    struct repack_job j = { &c->packs[c->n_packs], w->row_bytes, 0 };
+    c->packs[c->n_packs++] = pk;
+    c->pack_bytes += bytes;
+    j.per = per_task(n_groups, porta_pool_size(c->pool));
+    double t0 = c->prof ? now_s() : 0;
+    porta_pool_run_n(c->pool, (int)((n_groups + j.per - 1) / j.per), repack_task, &j);
+    if (c->prof)
+        c->prof->repack_sec += now_s() - t0;
+    porta_dbg("cpu: repacked %s (%s, %lld x %lld): %zu bytes, %zu in all", w->name ? w->name : "",
+              porta_dtype_name(w->type), (long long)w->n_rows, (long long)w->n_cols, bytes,
+              c->pack_bytes);
+    c->hint = c->n_packs - 1;
+    return &c->packs[c->n_packs - 1];
+}
+
+/* A matmul through the tile kernels, as queued: the pack's fields by value (the pack table may
+ * grow, and so move, before it runs). */
+struct tile_mm {
+    enum porta_dtype type;
+    porta_gemm_fn gemm;
+    porta_gemm_act_fn act_fn;
+    const uint8_t *data;            /* the repacked groups */
+    size_t group_bytes;
+    int64_t n_rows, n_groups;
+    float *y;
+    int act;                        /* which activation rows (index into the job's) */
+};
+
+#define MAX_BATCH 4                 /* matmuls of one input run as one job (q, k, v; gate, up) */
+
+struct gemm_job {
+    struct tile_mm mm[MAX_BATCH];
+    int n_mm;
+    int64_t start[MAX_BATCH + 1];   /* first group of each matmul in the job's numbering */
+    porta_gemm_act_fn act_fn[MAX_BATCH];
+    uint8_t *act[MAX_BATCH];
+    int n_act;
+    const float *x;
+    int64_t n_cols;
+    size_t astride;
+    int n_tok, nth;
+    int64_t per;                    /* tokens per task, for the activations */
+    atomic_llong next;              /* the next group nobody has taken */
+};
+
+/* Guided self-scheduling: take a run of groups whose length shrinks with what is left (a
+ * share of it per thread, halved), so that the threads finish together: a thread that the OS
+ * held back, or that met slower memory, leaves only a short last run to wait for. */
+static bool take_groups(atomic_llong *next, int64_t n, int nth, int64_t *g0, int64_t *g1)
+{
+    int64_t cur = atomic_load_explicit(next, memory_order_relaxed);
+    for (;;) {
+        if (cur >= n)
+            return false;
+        int64_t take = (n - cur) / (2 * nth);
+        take = take < 1 ? 1 : take;
+        if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *g0 = cur;
+            *g1 = cur + take;
+            return true;
+        }
+    }
+}
+
+static void gemm_act_task(void *arg, int task, int n)
+{
+    struct gemm_job *j = arg;
+    for (int64_t u = task * j->per; u < (task + 1) * j->per && u < (int64_t)j->n_tok * j->n_act;
+         u++) {
+        int64_t t = u % j->n_tok, a = u / j->n_tok;
+        j->act_fn[a](j->x + t * j->n_cols, j->act[a] + t * j->astride, j->n_cols);
+    }
+}
+
+static void gemm_task(void *arg, int task, int n)
+{
+    struct gemm_job *j = arg;
+    int64_t g0, g1;
+    int m = 0;
+    while (take_groups(&j->next, j->start[j->n_mm], j->nth, &g0, &g1))
+        for (int64_t u = g0; u < g1; u++) {
+            while (u >= j->start[m + 1])
+                m++;
+            while (u < j->start[m])
+                m--;
+            const struct tile_mm *mm = &j->mm[m];
+            int64_t g = u - j->start[m], r0 = g * PORTA_GEMM_ROWS, nr = mm->n_rows - r0;
+            mm->gemm(j->n_cols, mm->data + g * mm->group_bytes, j->act[mm->act], j->astride,
+                     j->n_tok, mm->y + r0, (size_t)mm->n_rows,
+                     nr < PORTA_GEMM_ROWS ? (int)nr : PORTA_GEMM_ROWS);
+        }
+}
+
+/* Runs the queued tile matmuls (all of the same input) as one job: the input quantized once
+ * per activation format, then the groups of every matrix shared out together. */
+static void flush(struct cpu_ctx *c)
+{
+    struct gemm_job *j = c->batch;
+    if (!j->n_mm)
+        return;
+    double t0 = c->prof ? now_s() : 0;
+    j->nth = porta_pool_size(c->pool);
+    j->start[0] = 0;
+    for (int m = 0; m < j->n_mm; m++)
+        j->start[m + 1] = j->start[m] + j->mm[m].n_groups;
+    int64_t units = (int64_t)j->n_tok * j->n_act;
+    /* activations: one row is quicker on this thread than a wake-up of the pool */
+    j->per = units < 2 * j->nth ? units : (units + 2 * j->nth - 1) / (2 * j->nth);
+    porta_pool_run_n(c->pool, (int)((units + j->per - 1) / j->per), gemm_act_task, j);
+    atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+    porta_pool_run(c->pool, gemm_task, j);
+    if (c->prof) {
+        double bytes = 0;
+        for (int m = 0; m < j->n_mm; m++)
+            bytes += (double)j->mm[m].group_bytes * (double)j->mm[m].n_groups;
+        prof_matmul(c, j->mm[0].type, j->mm[0].n_rows, j->n_cols, j->n_mm, j->n_tok, bytes, t0);
+    }
+    j->n_mm = 0;
+    j->n_act = 0;
+}
+
+static struct gemm_job *batch_new(void)
+{
+    return calloc(1, sizeof(struct gemm_job));
+}
+
+static bool overlap(const void *a, size_t na, const void *b, size_t nb)
+{
+    const uint8_t *p = a, *q = b;
+    return p < q + nb && q < p + na;
+}
+
+/* y = x W^T through the tile kernels, queued: it runs with the next flush(), together with
+ * the other matmuls of the same input queued before it (every other op flushes first, so the
+ * order of results is the order of the calls). PORTA_E_UNSUPPORTED when w has no tile kernel
+ * here. */
+static int matmul_tiles(struct cpu_ctx *c, float *y, const struct porta_weight *w,
+                        const uint8_t *wdata, const float *x, int n_tok)
+{
+    if (!c->repack || !c->k.gemm[w->type] || !c->k.gemm_act[w->type] || w->n_mat != 1 ||
+        w->row_bytes != porta_row_size(w->type, w->n_cols))
+        return PORTA_E_UNSUPPORTED;
+    struct gemm_job *j = c->batch;
+    size_t xb = sizeof(float) * (size_t)w->n_cols * (size_t)n_tok;
+    size_t yb = sizeof(float) * (size_t)w->n_rows * (size_t)n_tok;
+    bool joins = j->n_mm > 0 && j->n_mm < MAX_BATCH && j->x == x && j->n_cols == w->n_cols &&
+                 j->n_tok == n_tok && !overlap(y, yb, x, xb);
+    for (int m = 0; joins && m < j->n_mm; m++)
+        joins = !overlap(y, yb, j->mm[m].y, sizeof(float) * (size_t)j->mm[m].n_rows * n_tok);
+    if (!joins)
+        flush(c);
+    const struct pack *pk = get_pack(c, w, wdata);
+    if (!pk)
+        return PORTA_E_UNSUPPORTED;
+    size_t astride = porta_gemm_act_bytes(w->type, w->n_cols);
+    porta_gemm_act_fn fn = c->k.gemm_act[w->type];
+    int a = 0;
+    while (a < j->n_act && j->act_fn[a] != fn)
+        a++;
+    if (a == j->n_act) {
+        /* every format of a row is at most the Q8_K one; the scratch holds MAX_BATCH of them */
+        size_t per_fmt = (porta_gemm_act_bytes(PORTA_Q8_K, w->n_cols) + astride + 63) &
+                         ~(size_t)63;
+        per_fmt *= (size_t)n_tok;
+        int rc = grow((void **)&c->act, &c->act_cap, per_fmt * MAX_BATCH);
+        if (rc)
+            return rc;
+        for (int k = 0; k < j->n_act; k++)          /* grow() may have moved the scratch */
+            j->act[k] = c->act + per_fmt * (size_t)k;
+        j->act[a] = c->act + per_fmt * (size_t)a;
+        j->act_fn[a] = fn;
+        j->n_act++;
+    }
+    j->x = x;
+    j->n_cols = w->n_cols;
+    j->n_tok = n_tok;
+    j->astride = astride > j->astride || j->n_mm == 0 ? astride : j->astride;
+    j->mm[j->n_mm++] = (struct tile_mm){ .type = w->type, .gemm = c->k.gemm[w->type], .act_fn = fn,
+                                         .data = pk->data, .group_bytes = pk->group_bytes,
+                                         .n_rows = pk->n_rows,
+                                         .n_groups = (pk->n_rows + 15) / 16, .y = y, .act = a };
+    return 0;
+}
+
+/* The row-by-row path (vec_dot), for the types and sets without a tile kernel. */
 struct mm_job {
     const struct porta_cpu_kernels *k;
     const struct porta_weight *w;
@@ -244,43 +693,47 @@ struct mm_job {
     const uint8_t *xa;              /* activations in the vec_dot type */
     size_t arow;                    /* bytes per activation row */
     int n_tok;
+    int64_t per;                    /* rows (or tokens, for the activations) per task */
 };
 
-static void mm_quantize(void *arg, int ith, int nth)
+static void mm_quantize(void *arg, int task, int n)
 {
     struct mm_job *j = arg;
     enum porta_dtype vt = porta_type_traits(j->w->type)->vec_dot_type;
-    long lo, hi;
-    porta_split(j->n_tok, ith, nth, &lo, &hi);
-    for (long t = lo; t < hi; t++)
+    for (int64_t t = task * j->per; t < (task + 1) * j->per && t < j->n_tok; t++)
         j->k->quantize[vt](j->x + t * j->w->n_cols, (uint8_t *)j->xa + t * j->arow, j->w->n_cols);
 }
 
 #define MM_ROW_BLOCK 16
 
-static void mm_rows(void *arg, int ith, int nth)
+static void mm_rows(void *arg, int task, int n)
 {
     struct mm_job *j = arg;
     porta_vec_dot_fn dot = j->k->vec_dot[j->w->type];
     int64_t nr = j->w->n_rows, nc = j->w->n_cols;
-    long lo, hi;
-    porta_split((long)nr, ith, nth, &lo, &hi);
-    for (long r0 = lo; r0 < hi; r0 += MM_ROW_BLOCK) {
-        long r1 = r0 + MM_ROW_BLOCK < hi ? r0 + MM_ROW_BLOCK : hi;
+    int64_t lo = task * j->per, hi = lo + j->per < nr ? lo + j->per : nr;
+    for (int64_t r0 = lo; r0 < hi; r0 += MM_ROW_BLOCK) {
+        int64_t r1 = r0 + MM_ROW_BLOCK < hi ? r0 + MM_ROW_BLOCK : hi;
         for (int t = 0; t < j->n_tok; t++) {
             const uint8_t *a = j->xa + (size_t)t * j->arow;
             float *yt = j->y + (size_t)t * nr;
-            for (long r = r0; r < r1; r++)
+            for (int64_t r = r0; r < r1; r++)
                 dot(nc, &yt[r], j->wdata + (size_t)r * j->w->row_bytes, a);
         }
     }
 }
 
-static int cpu_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
-                      struct porta_view x, int n_tok)
+static int matmul_op(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+                     struct porta_view x, int n_tok)
 {
     struct cpu_ctx *c = be->ctx;
+    int rc = matmul_tiles(c, fat(y), w, w->buf->data + w->off, fat(x), n_tok);
+    if (rc != PORTA_E_UNSUPPORTED)
+        return rc;
+    flush(c);
+    double t0 = c->prof ? now_s() : 0;
     enum porta_dtype vt = porta_type_traits(w->type)->vec_dot_type;
+    int nth = porta_pool_size(c->pool);
     struct mm_job j = { .k = &c->k, .w = w, .wdata = w->buf->data + w->off, .y = fat(y),
                         .x = fat(x), .n_tok = n_tok };
     if (vt == PORTA_F32) {
@@ -288,19 +741,25 @@ static int cpu_matmul(struct porta_backend *be, struct porta_view y, const struc
         j.arow = (size_t)w->n_cols * sizeof(float);
     } else {
         j.arow = porta_row_size(vt, w->n_cols);
-        int rc = grow((void **)&c->act, &c->act_cap, j.arow * (size_t)n_tok);
+        rc = grow((void **)&c->act, &c->act_cap, j.arow * (size_t)n_tok);
         if (rc)
             return rc;
         j.xa = c->act;
-        porta_pool_run(c->pool, mm_quantize, &j);
+        j.per = n_tok < 2 * nth ? n_tok : (n_tok + 2 * nth - 1) / (2 * nth);
+        porta_pool_run_n(c->pool, (int)((n_tok + j.per - 1) / j.per), mm_quantize, &j);
     }
-    porta_pool_run(c->pool, mm_rows, &j);
+    j.per = (per_task(w->n_rows, nth) + MM_ROW_BLOCK - 1) / MM_ROW_BLOCK * MM_ROW_BLOCK;
+    porta_pool_run_n(c->pool, (int)((w->n_rows + j.per - 1) / j.per), mm_rows, &j);
+    if (c->prof)
+        prof_matmul(c, w->type, w->n_rows, w->n_cols, 1, n_tok,
+                    (double)w->row_bytes * (double)w->n_rows, t0);
     return 0;
 }
 
 /* ---- small ops ---- */
 
 struct rows_job {
+    const struct porta_cpu_kernels *k;
     float *y;
     const float *x, *w;
     int n_rows, n;
@@ -312,16 +771,20 @@ static void rmsnorm_rows(void *arg, int ith, int nth)
     struct rows_job *j = arg;
     long lo, hi;
     porta_split(j->n_rows, ith, nth, &lo, &hi);
-    if (hi > lo)
-        porta_ref_rmsnorm(j->y + lo * j->n, j->x + lo * j->n, j->w, (int)(hi - lo), j->n, j->eps);
+    for (long r = lo; r < hi; r++) {
+        if (j->k->rmsnorm)
+            j->k->rmsnorm(j->y + r * j->n, j->x + r * j->n, j->w, j->n, j->eps);
+        else
+            porta_ref_rmsnorm(j->y + r * j->n, j->x + r * j->n, j->w, 1, j->n, j->eps);
+    }
 }
 
-static int cpu_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_view x,
+static int rmsnorm_op(struct porta_backend *be, struct porta_view y, struct porta_view x,
                        struct porta_view w, int n_rows, int n, float eps)
 {
     struct cpu_ctx *c = be->ctx;
-    struct rows_job j = { fat(y), fat(x), w.buf ? fat(w) : NULL, n_rows, n, eps };
-    if (n_rows == 1)
+    struct rows_job j = { &c->k, fat(y), fat(x), w.buf ? fat(w) : NULL, n_rows, n, eps };
+    if (n_rows <= 2)
         rmsnorm_rows(&j, 0, 1);
     else
         porta_pool_run(c->pool, rmsnorm_rows, &j);
@@ -335,22 +798,48 @@ struct rope_job {
     const struct porta_rope_params *p;
 };
 
+#define ROPE_MAX_PAIRS 512
+
+/* ref.c's rope with each token's cos/sin computed once for all its heads (the same calls and
+ * the same arithmetic, so the same bits) */
 static void rope_rows(void *arg, int ith, int nth)
 {
     struct rope_job *j = arg;
+    const struct porta_rope_params *p = j->p;
     long lo, hi;
     porta_split(j->n_tok, ith, nth, &lo, &hi);
-    if (hi > lo)
-        porta_ref_rope(j->x + lo * j->n_head * j->head_dim, (int)(hi - lo), j->n_head,
-                       j->head_dim, j->pos + lo, j->p);
+    if (p->n_rot / 2 > ROPE_MAX_PAIRS) {
+        if (hi > lo)
+            porta_ref_rope(j->x + lo * j->n_head * j->head_dim, (int)(hi - lo), j->n_head,
+                           j->head_dim, j->pos + lo, p);
+        return;
+    }
+    float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS], dims[2] = { 0, 0 };
+    if (p->ext_factor != 0.0f)
+        porta_rope_corr_dims(p, dims);
+    int half = p->n_rot / 2;
+    bool neox = p->style == PORTA_ROPE_NEOX;
+    for (long t = lo; t < hi; t++) {
+        for (int i0 = 0; i0 < p->n_rot; i0 += 2)
+            porta_rope_cos_sin(p, dims, j->pos[t], i0, &cs[i0 / 2], &sn[i0 / 2]);
+        for (int h = 0; h < j->n_head; h++) {
+            float *v = j->x + ((size_t)t * j->n_head + h) * j->head_dim;
+            for (int k = 0; k < half; k++) {
+                int a = neox ? k : 2 * k, b = neox ? k + half : 2 * k + 1;
+                float x0 = v[a], x1 = v[b];
+                v[a] = x0 * cs[k] - x1 * sn[k];
+                v[b] = x0 * sn[k] + x1 * cs[k];
+            }
+        }
+    }
 }
 
-static int cpu_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
+static int rope_op(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
                     int head_dim, const int32_t *pos, const struct porta_rope_params *p)
 {
     struct cpu_ctx *c = be->ctx;
     struct rope_job j = { fat(x), n_tok, n_head, head_dim, pos, p };
-    if (n_tok == 1)
+    if (n_tok <= 2)
         rope_rows(&j, 0, 1);
     else
         porta_pool_run(c->pool, rope_rows, &j);
@@ -358,48 +847,99 @@ static int cpu_rope(struct porta_backend *be, struct porta_view x, int n_tok, in
 }
 
 struct elt_job {
+    const struct porta_cpu_kernels *k;
     enum porta_elt op;
     float *y;
     const float *a, *b;
     int64_t n, nb;
     float s;
+    int64_t per;                    /* SwiGLU: elements per task */
 };
+
+/* ref.c's element-wise ops as plain loops the compiler vectorizes (the same float operations,
+ * so the same bits); y may be a */
+static void elt_rows(enum porta_elt op, float *y, const float *a, const float *b, int64_t n,
+                     int64_t nb, float s)
+{
+    switch (op) {
+    case PORTA_ELT_ADD:
+    case PORTA_ELT_MUL:
+        for (int64_t r = 0; r < n / nb; r++) {
+            float *yr = y + r * nb;
+            const float *ar = a + r * nb;
+            if (op == PORTA_ELT_ADD)
+                for (int64_t i = 0; i < nb; i++)
+                    yr[i] = ar[i] + b[i];
+            else
+                for (int64_t i = 0; i < nb; i++)
+                    yr[i] = ar[i] * b[i];
+        }
+        break;
+    case PORTA_ELT_SCALE:
+        for (int64_t i = 0; i < n; i++)
+            y[i] = a[i] * s;
+        break;
+    case PORTA_ELT_COPY:
+        if (y != a)
+            memmove(y, a, sizeof(float) * (size_t)n);
+        break;
+    default:
+        porta_ref_eltwise(op, y, a, b, n, nb, s);
+        break;
+    }
+}
 
 static void elt_part(void *arg, int ith, int nth)
 {
     struct elt_job *j = arg;
     long lo, hi;
-    /* split on whole broadcast periods so b's index stays i % nb */
-    int64_t period = (j->op == PORTA_ELT_ADD || j->op == PORTA_ELT_MUL) ? j->nb : 1;
-    porta_split((long)(j->n / period), ith, nth, &lo, &hi);
-    for (long i = lo; i < hi; i++) {
-        int64_t o = i * period;
-        porta_ref_eltwise(j->op, j->y + o, j->a + o, j->b, period, j->nb, j->s);
+    if (j->b && j->nb < j->n) {
+        /* b broadcast: whole periods of nb, so that b's index stays i % nb */
+        porta_split((long)(j->n / j->nb), ith, nth, &lo, &hi);
+        if (hi > lo)
+            elt_rows(j->op, j->y + lo * j->nb, j->a + lo * j->nb, j->b, (hi - lo) * j->nb, j->nb,
+                     j->s);
+        return;
     }
+    porta_split((long)j->n, ith, nth, &lo, &hi);
+    if (hi > lo)
+        elt_rows(j->op, j->y + lo, j->a + lo, j->b ? j->b + lo : NULL, hi - lo, hi - lo, j->s);
 }
 
-static int cpu_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_view y,
+static void swiglu_part(void *arg, int task, int n)
+{
+    struct elt_job *j = arg;
+    int64_t lo = task * j->per, hi = lo + j->per < j->n ? lo + j->per : j->n;
+    if (j->k->swiglu)
+        j->k->swiglu(j->y + lo, j->a + lo, j->b + lo, hi - lo);
+    else
+        porta_ref_eltwise(PORTA_ELT_SWIGLU, j->y + lo, j->a + lo, j->b + lo, hi - lo, 1, 0);
+}
+
+static int eltwise_op(struct porta_backend *be, enum porta_elt op, struct porta_view y,
                        struct porta_view a, struct porta_view b, int64_t n, int64_t nb, float s)
 {
     struct cpu_ctx *c = be->ctx;
-    struct elt_job j = { op, fat(y), fat(a), b.buf ? fat(b) : NULL, n, nb, s };
+    struct elt_job j = { &c->k, op, fat(y), fat(a), b.buf ? fat(b) : NULL, n, nb, s, 0 };
     if (op == PORTA_ELT_SWIGLU) {
         /* b is not broadcast: address it with the same offset as a */
-        j.nb = 1;
-        for (int64_t i = 0; i < n; i++) {
-            float v = j.a[i];
-            j.y[i] = v / (1.0f + expf(-v)) * fat(b)[i];
-        }
+        j.per = n < 16384 ? n : (n + 4 * porta_pool_size(c->pool) - 1) / (4 * porta_pool_size(c->pool));
+        j.per = (j.per + 15) & ~(int64_t)15;
+        porta_pool_run_n(c->pool, (int)((n + j.per - 1) / j.per), swiglu_part, &j);
         return 0;
     }
-    if (n < 4096)
+    if (op != PORTA_ELT_ADD && op != PORTA_ELT_MUL)
+        j.b = NULL;
+    if (j.b && n % nb)
         porta_ref_eltwise(op, j.y, j.a, j.b, n, nb, s);
+    else if (n < 16384)
+        elt_rows(op, j.y, j.a, j.b, n, j.b ? nb : n, s);
     else
         porta_pool_run(c->pool, elt_part, &j);
     return 0;
 }
 
-static int cpu_embed(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+static int embed_op(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
                      const int32_t *ids, int n_tok)
 {
     struct cpu_ctx *c = be->ctx;
@@ -418,7 +958,31 @@ struct attn_job {
     const float *q;
     const void *kc, *vc;
     const struct porta_attn_params *p;
+    size_t scratch_per;             /* floats of scratch per thread (the kernel-table path) */
 };
+
+/* One task per (token, KV head): the query heads that share the KV head, in one pass over
+ * the cache (k.attn). */
+static void attn_groups(void *arg, int task, int n)
+{
+    struct attn_job *j = arg;
+    const struct porta_attn_params *p = j->p;
+    int nkv = p->n_head_kv, group = p->n_head / nkv, t = task / nkv, hk = task % nkv;
+    int dk = p->head_dim_k, dv = p->head_dim_v;
+    size_t esz = p->kv_type == PORTA_F16 ? 2 : 4;
+    size_t base = (size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx;
+    struct porta_attn_rows a = {
+        .q = j->q + ((size_t)t * p->n_head + (size_t)hk * group) * dk,
+        .o = j->out + ((size_t)t * p->n_head + (size_t)hk * group) * dv,
+        .k = (const uint8_t *)j->kc + (base * nkv + hk) * dk * esz,
+        .v = (const uint8_t *)j->vc + (base * nkv + hk) * dv * esz,
+        .k_stride = (size_t)nkv * dk, .v_stride = (size_t)nkv * dv,
+        .n_q = group, .dk = dk, .dv = dv, .n_kv = p->pos[t] + 1, .scale = p->scale,
+        .f16 = p->kv_type == PORTA_F16,
+        .scratch = j->c->scores + j->scratch_per * (size_t)porta_pool_slot(),
+    };
+    j->c->k.attn(&a);
+}
 
 static inline float kv_at(const void *cache, enum porta_dtype t, size_t i)
 {
@@ -488,7 +1052,7 @@ static void kv_store(void *cache, enum porta_dtype type, size_t idx, const float
     }
 }
 
-static int cpu_attention(struct porta_backend *be, struct porta_view out, struct porta_view q,
+static int attention_op(struct porta_backend *be, struct porta_view out, struct porta_view q,
                          struct porta_view k, struct porta_view v,
                          const struct porta_attn_params *p)
 {
@@ -502,16 +1066,96 @@ static int cpu_attention(struct porta_backend *be, struct porta_view out, struct
         kv_store(vc, p->kv_type, cell * p->head_dim_v, fat(v) + (size_t)t * nkv * p->head_dim_v,
                  nkv * p->head_dim_v);
     }
+    if (c->k.attn) {
+        int group = p->n_head / nkv;
+        size_t per = (porta_attn_scratch_floats(group, p->head_dim_k, p->head_dim_v) + 15) &
+                     ~(size_t)15;
+        int rc = grow((void **)&c->scores, &c->scores_cap,
+                      sizeof(float) * per * (size_t)porta_pool_size(c->pool));
+        if (rc)
+            return rc;
+        struct attn_job j = { c, fat(out), fat(q), kc, vc, p, per };
+        porta_pool_run_n(c->pool, p->n_tok * nkv, attn_groups, &j);
+        return 0;
+    }
     int rc = grow((void **)&c->scores, &c->scores_cap,
                   sizeof(float) * (size_t)p->n_ctx * (size_t)porta_pool_size(c->pool));
     if (rc)
         return rc;
-    struct attn_job j = { c, fat(out), fat(q), kc, vc, p };
+    struct attn_job j = { c, fat(out), fat(q), kc, vc, p, 0 };
     porta_pool_run(c->pool, attn_heads, &j);
     return 0;
 }
 
-static int cpu_synchronize(struct porta_backend *be) { return 0; }
+static int cpu_synchronize(struct porta_backend *be)
+{
+    flush(be->ctx);
+    return 0;
+}
+
+/* ---- the vtable entries: the ops, timed when profiling ---- */
+
+#define TIMED(kind, call)                                                                      \
+    do {                                                                                       \
+        struct cpu_ctx *c_ = be->ctx;                                                          \
+        flush(c_);                                                                             \
+        if (!c_->prof)                                                                         \
+            return call;                                                                       \
+        double t0_ = now_s();                                                                  \
+        int rc_ = call;                                                                        \
+        prof_add(c_, kind, t0_);                                                               \
+        return rc_;                                                                            \
+    } while (0)
+
+/* A tile matmul is queued (flush() times it when it runs); the row-by-row path runs now. */
+static int cpu_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+                      struct porta_view x, int n_tok)
+{
+    return matmul_op(be, y, w, x, n_tok);
+}
+
+static int cpu_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_view x,
+                       struct porta_view w, int n_rows, int n, float eps)
+{
+    TIMED(PROF_NORM, rmsnorm_op(be, y, x, w, n_rows, n, eps));
+}
+
+static int cpu_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
+                    int head_dim, const int32_t *pos, const struct porta_rope_params *p)
+{
+    TIMED(PROF_ROPE, rope_op(be, x, n_tok, n_head, head_dim, pos, p));
+}
+
+static int cpu_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_view y,
+                       struct porta_view a, struct porta_view b, int64_t n, int64_t nb, float s)
+{
+    TIMED(PROF_ELT, eltwise_op(be, op, y, a, b, n, nb, s));
+}
+
+static int cpu_embed(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+                     const int32_t *ids, int n_tok)
+{
+    TIMED(PROF_EMBED, embed_op(be, y, w, ids, n_tok));
+}
+
+static int cpu_attention(struct porta_backend *be, struct porta_view out, struct porta_view q,
+                         struct porta_view k, struct porta_view v,
+                         const struct porta_attn_params *p)
+{
+    TIMED(PROF_ATTN, attention_op(be, out, q, k, v, p));
+}
+
+/* accessors for the op files beside this one (cpu_ops.h) */
+void porta_cpu_parts(struct porta_backend *be, const struct porta_cpu_kernels **k,
+                     struct porta_pool **pool)
+{
+    struct cpu_ctx *c = be->ctx;
+    flush(c);                       /* the op that asks reads results of queued matmuls */
+    *k = &c->k;
+    *pool = c->pool;
+}
+
+uint8_t *porta_cpu_ptr(struct porta_view v) { return at(v); }
 
 const struct porta_backend_ops porta_backend_cpu = {
     .name = "cpu",
@@ -531,5 +1175,8 @@ const struct porta_backend_ops porta_backend_cpu = {
     .attention = cpu_attention,
     .eltwise = cpu_eltwise,
     .embed = cpu_embed,
+    .moe_route = porta_cpu_moe_route,
+    .matmul_experts = porta_cpu_matmul_experts,
+    .attention_mla = porta_cpu_attention_mla,
     .synchronize = cpu_synchronize,
 };

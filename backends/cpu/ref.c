@@ -193,3 +193,190 @@ void porta_ref_embed(float *y, const void *w, enum porta_dtype type, int64_t n_c
         tt->to_float((const uint8_t *)w + (size_t)ids[t] * row_bytes, y + (size_t)t * n_cols,
                      n_cols);
 }
+
+/* ---- mixture of experts ---- */
+
+/* index of the best eligible expert (c largest, ties to the lower index), -1 when none */
+static int best_expert(const float *c, const float *taken, int n)
+{
+    int best = -1;
+    for (int e = 0; e < n; e++)
+        if (taken[e] == 0.0f && (best < 0 || c[e] > c[best]))
+            best = e;
+    return best;
+}
+
+/* marks (taken = 1) every expert outside the topk_group best groups */
+static void limit_groups(const float *c, float *taken, const struct porta_route_params *p)
+{
+    int per = p->n_expert / p->n_group;
+    for (int round = 0; round < p->n_group - p->topk_group; round++) {
+        /* drop the worst group still eligible (ties: the higher index goes first) */
+        int worst = -1;
+        float wscore = 0;
+        for (int g = 0; g < p->n_group; g++) {
+            const float *cg = c + (size_t)g * per;
+            if (taken[(size_t)g * per] != 0.0f)
+                continue;
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (int i = 0; i < per; i++) {
+                if (cg[i] > b1) {
+                    b2 = b1;
+                    b1 = cg[i];
+                } else if (cg[i] > b2) {
+                    b2 = cg[i];
+                }
+            }
+            float score = per > 1 ? b1 + b2 : b1;
+            if (worst < 0 || score <= wscore) {
+                worst = g;
+                wscore = score;
+            }
+        }
+        for (int i = 0; i < per; i++)
+            taken[(size_t)worst * per + i] = 1.0f;
+    }
+}
+
+void porta_ref_route_token(int32_t *ids, float *weights, const float *logits, const float *bias,
+                           const struct porta_route_params *p, float *scratch)
+{
+    int n = p->n_expert;
+    float *s = scratch, *c = scratch + n, *taken = scratch + 2 * n;
+    if (p->gating == PORTA_GATING_SOFTMAX) {
+        float mx = logits[0];
+        for (int e = 1; e < n; e++)
+            mx = fmaxf(mx, logits[e]);
+        float sum = 0;
+        for (int e = 0; e < n; e++) {
+            s[e] = expf(logits[e] - mx);
+            sum += s[e];
+        }
+        for (int e = 0; e < n; e++)
+            s[e] /= sum;
+    } else {
+        for (int e = 0; e < n; e++)
+            s[e] = 1.0f / (1.0f + expf(-logits[e]));
+    }
+    for (int e = 0; e < n; e++) {
+        c[e] = bias ? s[e] + bias[e] : s[e];
+        taken[e] = 0.0f;
+    }
+    if (p->n_group > 1)
+        limit_groups(c, taken, p);
+    float sum = 0;
+    for (int j = 0; j < p->k; j++) {
+        int e = best_expert(c, taken, n);
+        if (e < 0) /* cannot happen for valid parameters: k <= eligible experts */
+            e = 0;
+        taken[e] = 1.0f;
+        ids[j] = e;
+        weights[j] = s[e];
+        sum += s[e];
+    }
+    for (int j = 0; j < p->k; j++) {
+        if (p->norm && sum > 0)
+            weights[j] /= sum;
+        weights[j] *= p->scale;
+    }
+}
+
+int porta_ref_moe_route(int32_t *ids, float *weights, const float *logits, const float *bias,
+                        const struct porta_route_params *p)
+{
+    float *scratch = malloc(sizeof(float) * 3 * (size_t)p->n_expert);
+    if (!scratch)
+        return PORTA_E_NOMEM;
+    for (int t = 0; t < p->n_tok; t++)
+        porta_ref_route_token(ids + (size_t)t * p->k, weights + (size_t)t * p->k,
+                              logits + (size_t)t * p->n_expert, bias, p, scratch);
+    free(scratch);
+    return 0;
+}
+
+int porta_ref_matmul_experts(float *y, const void *w, const struct porta_weight *wt,
+                             const float *x, const int32_t *ids, const float *weights, int n_tok,
+                             int k, bool x_per_slot)
+{
+    int64_t nr = wt->n_rows, nc = wt->n_cols;
+    float *tmp = malloc(sizeof(float) * (size_t)nr);
+    if (!tmp)
+        return PORTA_E_NOMEM;
+    size_t stride = porta_weight_mat_stride(wt);
+    for (int t = 0; t < n_tok; t++) {
+        float *yt = y + (size_t)t * nr;
+        if (weights)
+            memset(yt, 0, sizeof(float) * (size_t)nr);
+        for (int j = 0; j < k; j++) {
+            size_t slot = (size_t)t * k + j;
+            int e = ids ? ids[slot] : j;
+            const float *xin = x + (x_per_slot ? slot : (size_t)t) * nc;
+            if (e < 0 || e >= wt->n_mat) {
+                memset(tmp, 0, sizeof(float) * (size_t)nr);
+            } else if (porta_ref_matmul(tmp, (const uint8_t *)w + (size_t)e * stride, wt->type, nr,
+                                        nc, wt->row_bytes, xin, 1)) {
+                free(tmp);
+                return PORTA_E_NOMEM;
+            }
+            if (weights)
+                for (int64_t r = 0; r < nr; r++)
+                    yt[r] += weights[slot] * tmp[r];
+            else
+                memcpy(y + slot * nr, tmp, sizeof(float) * (size_t)nr);
+        }
+    }
+    free(tmp);
+    return 0;
+}
+
+/* ---- multi-head latent attention ---- */
+
+int porta_ref_attention_mla(float *out, const float *q_lat, const float *q_rope,
+                            const float *kv_lat, const float *k_rope, void *cache,
+                            const struct porta_attn_params *p)
+{
+    int row = p->head_dim_k, lat = p->head_dim_v, rope = row - lat;
+    for (int t = 0; t < p->n_tok; t++) {
+        size_t cell = ((size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx + p->pos[t]) * row;
+        kv_store(cache, p->kv_type, cell, kv_lat + (size_t)t * lat, lat);
+        kv_store(cache, p->kv_type, cell + lat, k_rope + (size_t)t * rope, rope);
+    }
+    float *sc = malloc(sizeof(float) * (size_t)p->n_ctx);
+    if (!sc)
+        return PORTA_E_NOMEM;
+    for (int t = 0; t < p->n_tok; t++) {
+        size_t base = (size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx;
+        int n_kv = p->pos[t] + 1;
+        for (int h = 0; h < p->n_head; h++) {
+            const float *ql = q_lat + ((size_t)t * p->n_head + h) * lat;
+            const float *qr = q_rope + ((size_t)t * p->n_head + h) * rope;
+            float mx = -INFINITY;
+            for (int j = 0; j < n_kv; j++) {
+                size_t cell = (base + j) * row;
+                float d = 0;
+                for (int i = 0; i < lat; i++)
+                    d += ql[i] * kv_get(cache, p->kv_type, cell + i);
+                for (int i = 0; i < rope; i++)
+                    d += qr[i] * kv_get(cache, p->kv_type, cell + lat + i);
+                sc[j] = d * p->scale;
+                mx = fmaxf(mx, sc[j]);
+            }
+            double sum = 0;
+            for (int j = 0; j < n_kv; j++) {
+                sc[j] = expf(sc[j] - mx);
+                sum += sc[j];
+            }
+            float *o = out + ((size_t)t * p->n_head + h) * lat;
+            for (int i = 0; i < lat; i++)
+                o[i] = 0;
+            for (int j = 0; j < n_kv; j++) {
+                size_t cell = (base + j) * row;
+                float wgt = (float)(sc[j] / sum);
+                for (int i = 0; i < lat; i++)
+                    o[i] += wgt * kv_get(cache, p->kv_type, cell + i);
+            }
+        }
+    }
+    free(sc);
+    return 0;
+}

@@ -24,6 +24,27 @@ void porta_ref_eltwise(enum porta_elt op, float *y, const float *a, const float 
 void porta_ref_embed(float *y, const void *w, enum porta_dtype type, int64_t n_cols,
                      size_t row_bytes, const int32_t *ids, int n_tok);
 
+/* ---- mixture of experts, MLA (see struct porta_route_params / porta_experts_params and the
+ * attention_mla entry in backend.h for the definitions) ---- */
+
+/* Routes one token: ids/weights [p->k] from logits [p->n_expert]; bias: host [n_expert] or
+ * NULL (p->bias is ignored); scratch: 3 * n_expert floats. */
+void porta_ref_route_token(int32_t *ids, float *weights, const float *logits, const float *bias,
+                           const struct porta_route_params *p, float *scratch);
+/* All p->n_tok tokens; logits [n_tok][n_expert]. Returns 0 or PORTA_E_NOMEM. */
+int porta_ref_moe_route(int32_t *ids, float *weights, const float *logits, const float *bias,
+                        const struct porta_route_params *p);
+/* w: host pointer at matrix 0 of the stack that wt describes (wt->buf and wt->off are not
+ * used); ids NULL: slot j uses matrix j; weights NULL: y is [n_tok][k][n_rows], no sum.
+ * Returns 0 or PORTA_E_NOMEM. */
+int porta_ref_matmul_experts(float *y, const void *w, const struct porta_weight *wt,
+                             const float *x, const int32_t *ids, const float *weights, int n_tok,
+                             int k, bool x_per_slot);
+/* cache: host memory in p->kv_type, layout as the attention_mla entry says. 0 or NOMEM. */
+int porta_ref_attention_mla(float *out, const float *q_lat, const float *q_rope,
+                            const float *kv_lat, const float *k_rope, void *cache,
+                            const struct porta_attn_params *p);
+
 /* YaRN helpers shared with the SIMD path: correction dims and one rotation's cos/sin. */
 void porta_rope_corr_dims(const struct porta_rope_params *p, float dims[2]);
 void porta_rope_cos_sin(const struct porta_rope_params *p, const float dims[2], int32_t pos,

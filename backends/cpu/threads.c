@@ -1,34 +1,51 @@
-/* threads.c - the CPU backend's persistent thread pool (see threads.h). A job is published
- * by bumping a generation counter; workers spin on it for a short while (decode issues a few
- * hundred small jobs per token, so sleeping between them would cost more than the work) and
- * fall back to a condition variable when idle. */
+/* threads.c - the CPU backend's persistent thread pool (see threads.h). One word of state
+ * holds the job generation, a "closed" bit and the number of workers inside the job. A worker
+ * joins the current job with a compare-and-swap on that word (so a late worker can never touch
+ * a job that has ended), takes tasks from an atomic counter until none are left, and leaves.
+ * The caller takes tasks too; when they are all taken it waits only for workers still inside,
+ * then closes the job. Decode issues a few hundred jobs per token, so workers spin for a while
+ * between jobs and only then sleep on a condition variable. */
 #include "threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "porta.h"
 
-#define SPIN_ITERS 200000
+#define ACTIVE_MASK 0x7FFFull         /* workers inside the current job */
+#define CLOSED      0x8000ull         /* the job has ended: nobody may join */
+#define GEN_SHIFT   16
+#define SPIN_NS     300000            /* a worker spins this long for the next job, then sleeps */
+#define YIELD_AFTER 2000              /* the caller's wait: pause loops before sched_yield() */
 
 struct porta_pool {
     int n;                          /* threads including the caller */
     pthread_t *th;
-    atomic_uint gen;                /* bumped once per job */
-    atomic_int pending;             /* workers still running the current job */
-    atomic_int sleepers;
-    atomic_bool stop;
+    _Atomic uint64_t state;         /* gen << 16 | CLOSED | active */
+    uint64_t gen;                   /* the caller's copy of the current generation */
+    /* the current job: written by the caller before the state word publishes it */
     porta_job_fn fn;
     void *arg;
+    int n_tasks;
+    atomic_int next;                /* next task index to take */
+    atomic_int sleepers;
+    atomic_bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
 struct worker_arg {
     struct porta_pool *p;
-    int ith;
+    int slot;
 };
+
+static _Thread_local int t_slot;
+
+int porta_pool_slot(void) { return t_slot; }
 
 static inline void cpu_relax(void)
 {
@@ -37,32 +54,70 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Takes tasks of the job published in p until none are left. */
+static void take_tasks(struct porta_pool *p, porta_job_fn fn, void *arg, int n)
+{
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (i >= n)
+            return;
+        fn(arg, i, n);
+    }
+}
+
+/* Waits until the state's generation differs from `seen` (or the pool stops): spins for
+ * SPIN_NS, then sleeps. */
+static void wait_job(struct porta_pool *p, uint64_t seen)
+{
+    uint64_t t0 = 0;
+    for (unsigned spins = 0;; spins++) {
+        if (atomic_load_explicit(&p->state, memory_order_acquire) >> GEN_SHIFT != seen)
+            return;
+        cpu_relax();
+        if ((spins & 255) != 255)
+            continue;
+        uint64_t t = now_ns();
+        if (!t0)
+            t0 = t;
+        else if (t - t0 > SPIN_NS)
+            break;
+    }
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->sleepers, 1);
+    while (atomic_load(&p->state) >> GEN_SHIFT == seen && !atomic_load(&p->stop))
+        pthread_cond_wait(&p->cv, &p->mu);
+    atomic_fetch_sub(&p->sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void *worker(void *varg)
 {
     struct worker_arg *wa = varg;
     struct porta_pool *p = wa->p;
-    int ith = wa->ith;
+    t_slot = wa->slot;
     free(wa);
-    unsigned seen = 0; /* the generation at creation: a job may be published before we get here */
+    uint64_t seen = 0;              /* generation of the last job this worker is done with */
     for (;;) {
-        int spins = 0;
-        while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen) {
-            if (++spins < SPIN_ITERS) {
-                cpu_relax();
-                continue;
-            }
-            pthread_mutex_lock(&p->mu);
-            atomic_fetch_add(&p->sleepers, 1);
-            while (atomic_load(&p->gen) == seen)
-                pthread_cond_wait(&p->cv, &p->mu);
-            atomic_fetch_sub(&p->sleepers, 1);
-            pthread_mutex_unlock(&p->mu);
-        }
-        seen = atomic_load(&p->gen);
+        wait_job(p, seen);
         if (atomic_load(&p->stop))
             return NULL;
-        p->fn(p->arg, ith, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        uint64_t s = atomic_load(&p->state);
+        if (s & CLOSED) {           /* ended before we got here: wait for the next one */
+            seen = s >> GEN_SHIFT;
+            continue;
+        }
+        if (!atomic_compare_exchange_weak(&p->state, &s, s + 1))
+            continue;               /* the state moved on: look again */
+        seen = s >> GEN_SHIFT;
+        take_tasks(p, p->fn, p->arg, p->n_tasks);
+        atomic_fetch_sub_explicit(&p->state, 1, memory_order_release);
     }
 }
 
@@ -72,9 +127,10 @@ int porta_pool_create(int n_threads, struct porta_pool **out)
     struct porta_pool *p = calloc(1, sizeof *p);
     if (!p)
         return PORTA_E_NOMEM;
-    p->n = n_threads < 1 ? 1 : n_threads;
+    p->n = n_threads < 1 ? 1 : n_threads > (int)ACTIVE_MASK ? (int)ACTIVE_MASK : n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    atomic_init(&p->state, CLOSED);
     p->th = calloc((size_t)p->n, sizeof *p->th);
     if (!p->th)
         goto fail;
@@ -82,7 +138,7 @@ int porta_pool_create(int n_threads, struct porta_pool **out)
         struct worker_arg *wa = malloc(sizeof *wa);
         if (wa) {
             wa->p = p;
-            wa->ith = i;
+            wa->slot = i;
         }
         if (!wa || pthread_create(&p->th[i], NULL, worker, wa) != 0) {
             free(wa);
@@ -95,7 +151,8 @@ int porta_pool_create(int n_threads, struct porta_pool **out)
     *out = p;
     return 0;
 fail:
-    free(p->th);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
     free(p);
     return PORTA_E_NOMEM;
 }
@@ -106,7 +163,7 @@ void porta_pool_destroy(struct porta_pool *p)
         return;
     atomic_store(&p->stop, true);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_store(&p->state, ++p->gen << GEN_SHIFT | CLOSED);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n; i++)
@@ -119,22 +176,42 @@ void porta_pool_destroy(struct porta_pool *p)
 
 int porta_pool_size(const struct porta_pool *p) { return p->n; }
 
-void porta_pool_run(struct porta_pool *p, porta_job_fn fn, void *arg)
+void porta_pool_run_n(struct porta_pool *p, int n_tasks, porta_job_fn fn, void *arg)
 {
-    if (p->n == 1) {
-        fn(arg, 0, 1);
+    t_slot = 0;
+    if (n_tasks <= 0)
+        return;
+    if (p->n == 1 || n_tasks == 1) {
+        for (int i = 0; i < n_tasks; i++)
+            fn(arg, i, n_tasks);
         return;
     }
     p->fn = fn;
     p->arg = arg;
-    atomic_store(&p->pending, p->n - 1);
-    atomic_fetch_add(&p->gen, 1);           /* seq_cst: publishes fn/arg, orders vs sleepers */
-    if (atomic_load(&p->sleepers) > 0) {
+    p->n_tasks = n_tasks;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    uint64_t g = ++p->gen;
+    atomic_store(&p->state, g << GEN_SHIFT);        /* seq_cst: publishes the job, then ... */
+    if (atomic_load(&p->sleepers) > 0) {            /* ... orders against a worker going to sleep */
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-        cpu_relax();
+    take_tasks(p, fn, arg, n_tasks);
+    /* every task is taken; close the job once the workers inside it have left */
+    uint64_t open = g << GEN_SHIFT;
+    for (unsigned spins = 0;; spins++) {
+        uint64_t expect = open;
+        if (atomic_compare_exchange_weak(&p->state, &expect, open | CLOSED))
+            break;
+        if (spins < YIELD_AFTER)
+            cpu_relax();
+        else
+            sched_yield();      /* a worker inside may be waiting for this core */
+    }
+}
+
+void porta_pool_run(struct porta_pool *p, porta_job_fn fn, void *arg)
+{
+    porta_pool_run_n(p, p->n, fn, arg);
 }

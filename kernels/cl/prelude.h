@@ -1,0 +1,68 @@
+/* prelude.h - the OpenCL C 1.2 side of porta's kernel dialect. Every kernel file in kernels/cl
+ * is plain C plus these macros; kernels/hip_prelude.h and kernels/cuda_prelude.h define the
+ * same names for hipcc and nvcc, so one kernel source runs on all three.
+ * The backend puts this file first, then the other .h files, then the .cl files, into one
+ * translation unit (no #include between kernel files). */
+
+/* ---- declarations ---- */
+#define KERNEL __kernel void            /* a kernel entry point (extern "C" under HIP/CUDA) */
+#define DEVFN static inline             /* a device helper function */
+#define GLOBAL __global
+#define LOCAL __local
+#define CONSTANT __constant
+#define LOCAL_ARRAY(type, name, n) __local type name[n]   /* at kernel scope only */
+
+/* ---- indexing (always int: porta never launches 2^31 work-items in one dimension) ---- */
+#define GLOBAL_ID(d) ((int)get_global_id(d))
+#define LOCAL_ID(d) ((int)get_local_id(d))
+#define GROUP_ID(d) ((int)get_group_id(d))
+#define LOCAL_SIZE(d) ((int)get_local_size(d))
+#define NUM_GROUPS(d) ((int)get_num_groups(d))
+#define BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+
+/* ---- integer types ---- */
+typedef uchar u8;
+typedef char i8;
+typedef ushort u16;
+typedef short i16;
+typedef uint u32;
+typedef int i32;
+typedef ulong u64;
+typedef long i64;
+
+/* ---- half / bfloat16 / bit casts ---- */
+#define AS_FLOAT(u) as_float((uint)(u))
+#define AS_UINT(f) as_uint((float)(f))
+/* element i of a run of IEEE halfs at p (p 2-byte aligned, any global pointer type) */
+#ifdef PORTA_SOFT_HALF
+/* CPU devices: PoCL converts vload_half one element at a time; this branch-free integer
+ * version vectorizes. Exact for every half, subnormals, infinities and NaNs included. */
+DEVFN float half_bits_to_float(uint h)
+{
+    uint em = h & 0x7fffu;
+    float f = as_float(em << 13) * 5.192296858534828e33f; /* 2^112: rebias 15 -> 127 */
+    return as_float(as_uint(f) | (em >= 0x7c00u ? 0x7f800000u : 0u) | ((h & 0x8000u) << 16));
+}
+#define LOAD_HALF(p, i) half_bits_to_float(((GLOBAL const ushort *)(p))[i])
+#else
+#define LOAD_HALF(p, i) vload_half((i), (GLOBAL const half *)(p))
+#endif
+/* stores float v, rounded to nearest even, as element i of the halfs at p */
+#define STORE_HALF(v, p, i) vstore_half_rte((v), (i), (GLOBAL half *)(p))
+
+/* ---- float math (single precision on every target) ---- */
+#define EXPF(x) exp(x)
+#define LOGF(x) log(x)
+#define SQRTF(x) sqrt(x)
+#define COSF(x) cos(x)
+#define SINF(x) sin(x)
+#define FMAXF(a, b) fmax((a), (b))
+#define FMINF(a, b) fmin((a), (b))
+#define FABSF(x) fabs(x)
+/* a*b+c; compilers may contract it to one fused operation */
+#define MAD(a, b, c) ((a) * (b) + (c))
+/* before a loop with a compile-time trip count: unroll it fully (keeps arrays in registers) */
+#define UNROLL _Pragma("unroll")
+
+/* ---- optional fast paths (none on the baseline) ---- */
+#define PORTA_TARGET_OPENCL 1

@@ -1,0 +1,50 @@
+/* cuda_prelude.h - the CUDA side of porta's kernel dialect: the same macros as
+ * kernels/cl/prelude.h, so nvcc compiles the kernels/cl sources unchanged (-x cu; this file
+ * first, then the other kernels/cl headers, then the .cl files, as one translation unit).
+ * Nothing here assumes a warp size. */
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define KERNEL extern "C" __global__ void
+#define DEVFN static __device__ inline
+#define GLOBAL
+#define LOCAL
+#define CONSTANT __constant__
+#define LOCAL_ARRAY(type, name, n) __shared__ type name[n]
+
+#define PORTA_DIM3(v, d) ((d) == 0 ? (int)(v).x : (d) == 1 ? (int)(v).y : (int)(v).z)
+#define GLOBAL_ID(d) (PORTA_DIM3(blockIdx, d) * PORTA_DIM3(blockDim, d) + PORTA_DIM3(threadIdx, d))
+#define LOCAL_ID(d) PORTA_DIM3(threadIdx, d)
+#define GROUP_ID(d) PORTA_DIM3(blockIdx, d)
+#define LOCAL_SIZE(d) PORTA_DIM3(blockDim, d)
+#define NUM_GROUPS(d) PORTA_DIM3(gridDim, d)
+#define BARRIER() __syncthreads()
+
+typedef uint8_t u8;
+typedef int8_t i8;
+typedef uint16_t u16;
+typedef int16_t i16;
+typedef uint32_t u32;
+typedef int32_t i32;
+typedef uint64_t u64;
+typedef int64_t i64;
+
+#define LOAD_HALF(p, i) __half2float(((const __half *)(p))[i])
+#define STORE_HALF(v, p, i) (((__half *)(p))[i] = __float2half_rn(v))
+#define AS_FLOAT(u) __uint_as_float((unsigned int)(u))
+#define AS_UINT(f) __float_as_uint((float)(f))
+
+#define EXPF(x) expf(x)
+#define LOGF(x) logf(x)
+#define SQRTF(x) sqrtf(x)
+#define COSF(x) cosf(x)
+#define SINF(x) sinf(x)
+#define FMAXF(a, b) fmaxf((a), (b))
+#define FMINF(a, b) fminf((a), (b))
+#define FABSF(x) fabsf(x)
+#define MAD(a, b, c) ((a) * (b) + (c))
+/* before a loop with a compile-time trip count: unroll it fully (keeps arrays in registers) */
+#define UNROLL _Pragma("unroll")
+
+#define PORTA_TARGET_CUDA 1
