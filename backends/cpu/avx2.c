@@ -774,6 +774,14 @@ ALWAYS __m256i bcast4(const void *p)
 #ifndef GEMM_PF_FAR
 #define GEMM_PF_FAR 3072              /* and into L2, further ahead */
 #endif
+/* one line of the weight stream, near (L1) and far (L2) ahead */
+ALWAYS void prefetch_line(const uint8_t *p)
+{
+    _mm_prefetch((const char *)p + GEMM_PF, _MM_HINT_T0);
+    if (GEMM_PF_FAR)
+        _mm_prefetch((const char *)p + GEMM_PF_FAR, _MM_HINT_T1);
+}
+
 ALWAYS void prefetch_block(const uint8_t *p, size_t n)
 {
     for (size_t off = 0; off < n; off += 64)
@@ -1102,6 +1110,8 @@ ALWAYS void blk_q4_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
         }
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) {
+            if (h == 0)                 /* the super-block's lines, spread over its chunks */
+                prefetch_line(q + 64 * c);
             __m256i v = loadu(q + 64 * c);
             __m256i l = _mm256_and_si256(v, m4), hh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
 #pragma GCC unroll 3
@@ -1166,6 +1176,8 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
     }
     for (int un = 0; un < 8; un++) {
         const uint8_t *unit = blk + 288 + 384 * un + 32 * h;
+        if (h == 0)
+            prefetch_block(unit, 384);
         const __m256i h0 = loadu(unit), h1 = loadu(unit + 64);
         __m256i u[8];
 #pragma GCC unroll 4
@@ -1210,7 +1222,7 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
 }
 
 /* One pass over the group's super-blocks, both halves of each (see tile32) */
-#define TILEK(fn, blk_half, bytes, NTM)                                                          \
+#define TILEK(fn, blk_half, bytes, head, NTM)                                                    \
     ALWAYS void fn(int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as, float *y,    \
                    size_t ys, int nr)                                                            \
     {                                                                                            \
@@ -1219,7 +1231,7 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
         memset(acc, 0, sizeof acc);                                                              \
         for (int b = 0; b < nb; b++) {                                                           \
             const uint8_t *blk = w + (size_t)b * bytes;                                          \
-            prefetch_block(blk, bytes);                                                          \
+            prefetch_block(blk, head);       /* the rest is prefetched as it is read */          \
             for (int h = 0; h < nh; h++)                                                         \
                 blk_half(NT, blk, b, h, act, as, acc[h]);                                        \
         }                                                                                        \
@@ -1228,8 +1240,8 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
                 store_rows(y + (size_t)t * ys + 8 * h, _mm256_load_ps(acc[h][t]), nr - 8 * h);   \
     }
 
-TILEK(tile_q4_K, blk_q4_K_half, 2304, NTK2)
-TILEK(tile_q6_K, blk_q6_K_half, 3360, NT2)
+TILEK(tile_q4_K, blk_q4_K_half, 2304, 256, NTK2)
+TILEK(tile_q6_K, blk_q6_K_half, 3360, 288, NT2)
 
 #define GEMMK(fn, tile, NTM)                                                                     \
     static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \

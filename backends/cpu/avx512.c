@@ -735,6 +735,14 @@ ALWAYS __m512i bcast4(const void *p)
 #ifndef GEMM_PF_FAR
 #define GEMM_PF_FAR 3072              /* and into L2, further ahead */
 #endif
+/* one line of the weight stream, near (L1) and far (L2) ahead */
+ALWAYS void prefetch_line(const uint8_t *p)
+{
+    _mm_prefetch((const char *)p + GEMM_PF, _MM_HINT_T0);
+    if (GEMM_PF_FAR)
+        _mm_prefetch((const char *)p + GEMM_PF_FAR, _MM_HINT_T1);
+}
+
 ALWAYS void prefetch_block(const uint8_t *p, size_t n)
 {
     for (size_t off = 0; off < n; off += 64)
@@ -877,8 +885,8 @@ ALWAYS void tile_q4_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size
     for (int t = 0; t < NT; t++)
         acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = w + (size_t)b * 2304;
-        prefetch_block(blk, 2304);
+        const uint8_t *blk = w + (size_t)b * 2304;      /* prefetched chunk by chunk below */
+        prefetch_block(blk, 256);
         const __m512 dw = _mm512_cvtph_ps(loadu256(blk)), dmw = _mm512_cvtph_ps(loadu256(blk + 32));
         const __m512i u0 = loadu(blk + 64), u1 = loadu(blk + 128), u2 = loadu(blk + 192);
         const __m512i sc_lo = _mm512_and_si512(u0, m6), mn_lo = _mm512_and_si512(u1, m6);
@@ -902,7 +910,9 @@ ALWAYS void tile_q4_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size
                 d0[t] = d1[t] = _mm512_setzero_si512();
 #pragma GCC unroll 16
             for (int c = 0; c < 8; c++) {
-                __m512i v = loadu(blk + 256 + 64 * (8 * p + c));
+                const uint8_t *ch = blk + 256 + 64 * (8 * p + c);
+                prefetch_line(ch);
+                __m512i v = loadu(ch);
                 __m512i l = _mm512_and_si512(v, m4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
 #pragma GCC unroll 16
                 for (int t = 0; t < NT; t++) {
@@ -946,8 +956,8 @@ ALWAYS void tile_q6_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size
     for (int t = 0; t < NT; t++)
         acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = w + (size_t)b * 3360;
-        prefetch_block(blk, 3360);
+        const uint8_t *blk = w + (size_t)b * 3360;      /* prefetched unit by unit below */
+        prefetch_block(blk, 288);
         const __m512 dw = _mm512_cvtph_ps(loadu256(blk));
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
@@ -974,6 +984,7 @@ ALWAYS void tile_q6_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size
         }
         for (int un = 0; un < 8; un++) {
             const uint8_t *unit = blk + 288 + 384 * un;
+            prefetch_block(unit, 384);
             const __m512i h0 = loadu(unit), h1 = loadu(unit + 64);
             __m512i u[8];
 #pragma GCC unroll 16

@@ -1,6 +1,9 @@
 /* cpu.c - the CPU backend: host buffers (weights are zero-copy views of the mmap'd model),
  * a persistent thread pool, and the ops, which call the kernel table chosen at open time
- * (scalar, AVX2 or AVX-512; see kernels.h). */
+ * (scalar, AVX2 or AVX-512; see kernels.h). Matrices with a tile kernel are repacked on first
+ * use (repack.h) into 2 MB-page arenas; tile matmuls are queued and run together when they
+ * share an input (q/k/v, gate/up), every other op running the queue first. PORTA_CPU_REPACK=0
+ * keeps the row-by-row vec_dot path; PORTA_CPU_PROFILE=1 logs time per op at close. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -653,29 +656,27 @@ static int matmul_tiles(struct cpu_ctx *c, float *y, const struct porta_weight *
     const struct pack *pk = get_pack(c, w, wdata);
     if (!pk)
         return PORTA_E_UNSUPPORTED;
-    size_t astride = porta_gemm_act_bytes(w->type, w->n_cols);
+    /* every activation format of the batch uses the same row stride, the largest one */
+    size_t a32 = porta_gemm_act_bytes(PORTA_Q4_0, w->n_cols);
+    size_t ak = porta_gemm_act_bytes(PORTA_Q8_K, w->n_cols);
+    size_t astride = a32 > ak ? a32 : ak;
     porta_gemm_act_fn fn = c->k.gemm_act[w->type];
     int a = 0;
     while (a < j->n_act && j->act_fn[a] != fn)
         a++;
     if (a == j->n_act) {
-        /* every format of a row is at most the Q8_K one; the scratch holds MAX_BATCH of them */
-        size_t per_fmt = (porta_gemm_act_bytes(PORTA_Q8_K, w->n_cols) + astride + 63) &
-                         ~(size_t)63;
-        per_fmt *= (size_t)n_tok;
-        int rc = grow((void **)&c->act, &c->act_cap, per_fmt * MAX_BATCH);
+        int rc = grow((void **)&c->act, &c->act_cap, astride * (size_t)n_tok * MAX_BATCH);
         if (rc)
             return rc;
-        for (int k = 0; k < j->n_act; k++)          /* grow() may have moved the scratch */
-            j->act[k] = c->act + per_fmt * (size_t)k;
-        j->act[a] = c->act + per_fmt * (size_t)a;
+        for (int k = 0; k <= a; k++)                /* grow() may have moved the scratch */
+            j->act[k] = c->act + astride * (size_t)n_tok * (size_t)k;
         j->act_fn[a] = fn;
         j->n_act++;
     }
     j->x = x;
     j->n_cols = w->n_cols;
     j->n_tok = n_tok;
-    j->astride = astride > j->astride || j->n_mm == 0 ? astride : j->astride;
+    j->astride = astride;
     j->mm[j->n_mm++] = (struct tile_mm){ .type = w->type, .gemm = c->k.gemm[w->type], .act_fn = fn,
                                          .data = pk->data, .group_bytes = pk->group_bytes,
                                          .n_rows = pk->n_rows,
