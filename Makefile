@@ -24,6 +24,7 @@ SRV_SRC  := $(wildcard server/*.c)
 # per-file ISA flags: the kernels are chosen at run time by cpuid
 $(BUILD)/backends/cpu/avx2.o:   XFLAGS = -mavx2 -mfma -mf16c
 $(BUILD)/backends/cpu/avx512.o: XFLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
+$(BUILD)/backends/cpu/amx.o:    XFLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mamx-tile -mamx-int8
 
 BACKENDS := cpu
 LIB_SRC  := $(CORE_SRC) $(CPU_SRC)

@@ -195,6 +195,8 @@ struct porta_backend {
     const struct porta_backend_ops *ops;
     void *ctx;                      /* the backend's own state */
     char desc[256];                 /* "cpu (avx512, 2 threads)" */
+    size_t max_buf;                 /* largest single buffer in bytes, 0: no limit (set by open;
+                                       OpenCL: CL_DEVICE_MAX_MEM_ALLOC_SIZE) */
 };
 
 /* ---- registry ---- */

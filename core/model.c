@@ -329,8 +329,11 @@ static int bind(struct porta_model *m, const char *name, int64_t ne0, int64_t ne
     w->n_rows = ne1 ? ne1 : 1;
     w->n_mat = ne2 ? ne2 : 1;
     w->row_bytes = porta_row_size(t->type, ne0);
-    w->buf = m->weights;
-    w->off = t->offset;
+    int c = 0;
+    while (c + 1 < m->n_wbufs && m->wbuf_start[c + 1] <= t->offset)
+        c++;
+    w->buf = m->wbufs[c];
+    w->off = t->offset - m->wbuf_start[c];
     w->name = t->name;
     return 0;
 }
@@ -551,6 +554,83 @@ static int bind_layers(struct porta_model *m)
     return hp->arch == PORTA_ARCH_DEEPSEEK2 ? derive_wk_b(m) : 0;
 }
 
+static int cmp_tensor_off(const void *a, const void *b)
+{
+    uint64_t x = (*(const struct porta_gguf_tensor *const *)a)->offset,
+             y = (*(const struct porta_gguf_tensor *const *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+/* Puts the GGUF data section on the backend: one buffer when the backend takes it whole
+ * (be->max_buf 0 or large enough), else consecutive chunks of whole tensors, each at most
+ * be->max_buf bytes (OpenCL devices cap one buffer at CL_DEVICE_MAX_MEM_ALLOC_SIZE, often a
+ * quarter of their memory). A single tensor over the limit is an error naming it. */
+static int map_weights(struct porta_model *m)
+{
+    const struct porta_gguf *g = m->gguf;
+    struct porta_backend *be = m->be;
+    const uint8_t *base = g->base + g->data_offset;
+    size_t total = g->size - g->data_offset, lim = be->max_buf;
+    int rc = 0, n = 1;
+    const struct porta_gguf_tensor **ts = NULL;
+    if (lim && total > lim) {
+        ts = malloc(sizeof *ts * (size_t)(g->n_tensors ? g->n_tensors : 1));
+        if (!ts)
+            return PORTA_E_NOMEM;
+        for (int64_t i = 0; i < g->n_tensors; i++)
+            ts[i] = &g->tensors[i];
+        qsort(ts, (size_t)g->n_tensors, sizeof *ts, cmp_tensor_off);
+        uint64_t cs = 0;
+        n = 0;
+        for (int64_t i = 0; i < g->n_tensors; i++) {
+            if (ts[i]->nbytes > lim) {
+                porta_err("%s: tensor '%s' is %zu bytes, more than the %zu bytes that backend %s "
+                          "can hold in one buffer", g->path, ts[i]->name, ts[i]->nbytes, lim,
+                          be->ops->name);
+                free(ts);
+                return PORTA_E_UNSUPPORTED;
+            }
+            if (i == 0 || ts[i]->offset + ts[i]->nbytes - cs > lim) {
+                cs = ts[i]->offset;
+                n++;
+            }
+        }
+    }
+    m->wbufs = calloc((size_t)(n ? n : 1), sizeof *m->wbufs);
+    m->wbuf_start = calloc((size_t)(n ? n : 1), sizeof *m->wbuf_start);
+    if (!m->wbufs || !m->wbuf_start) {
+        free(ts);
+        return PORTA_E_NOMEM;
+    }
+    if (!ts) {
+        m->n_wbufs = 1;
+        return porta_be_buf_from_host(be, base, total, &m->wbufs[0]);
+    }
+    /* the same walk again, now allocating: chunk c covers [start[c], end of its last tensor) */
+    int c = -1;
+    uint64_t end = 0;
+    for (int64_t i = 0; i <= g->n_tensors && !rc; i++) {
+        bool flush = i == g->n_tensors ||
+                     (c >= 0 && ts[i]->offset + ts[i]->nbytes - m->wbuf_start[c] > lim);
+        if (flush && c >= 0) {
+            rc = porta_be_buf_from_host(be, base + m->wbuf_start[c], end - m->wbuf_start[c],
+                                        &m->wbufs[c]);
+            m->n_wbufs = c + 1;
+        }
+        if (i == g->n_tensors || rc)
+            break;
+        if (flush || c < 0)
+            m->wbuf_start[++c] = ts[i]->offset;
+        if (ts[i]->offset + ts[i]->nbytes > end)
+            end = ts[i]->offset + ts[i]->nbytes;
+    }
+    if (!rc)
+        porta_info("%s: weights in %d buffers of at most %.1f MiB (the backend's limit)", g->path,
+                  n, lim / 1048576.0);
+    free(ts);
+    return rc;
+}
+
 int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct porta_model **out)
 {
     *out = NULL;
@@ -591,9 +671,7 @@ int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct
         rc = PORTA_E_FORMAT;
         goto fail;
     }
-    rc = porta_be_buf_from_host(be, g->base + g->data_offset, g->size - g->data_offset,
-                                &m->weights);
-    if (rc)
+    if ((rc = map_weights(m)))
         goto fail;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) {
@@ -647,9 +725,12 @@ void porta_model_destroy(struct porta_model *m)
     if (!m)
         return;
     if (m->be) {
-        porta_be_buf_free(m->be, m->weights);
+        for (int i = 0; i < m->n_wbufs; i++)
+            porta_be_buf_free(m->be, m->wbufs[i]);
         porta_be_buf_free(m->be, m->derived);
     }
+    free(m->wbufs);
+    free(m->wbuf_start);
     free(m->layers);
     free(m->rope_freqs);
     porta_gguf_close(m->gguf);

@@ -81,7 +81,10 @@ struct porta_model {
     struct porta_gguf *gguf;
     struct porta_hparams hp;
     struct porta_backend *be;       /* not owned */
-    struct porta_buf *weights;      /* the whole GGUF data section on the backend */
+    struct porta_buf **wbufs;       /* the GGUF data section on the backend: one buffer, or
+                                       chunks of whole tensors when it exceeds be->max_buf */
+    uint64_t *wbuf_start;           /* data-section offset of each chunk's first byte */
+    int n_wbufs;
     struct porta_weight tok_embd;   /* [n_vocab, n_embd] */
     struct porta_weight out_norm;   /* [n_embd] */
     struct porta_weight output;     /* [n_vocab, n_embd]; tok_embd when tied */
