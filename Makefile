@@ -36,6 +36,12 @@ ifeq ($(HAVE_OPENCL),1)
   CFLAGS   += -DPORTA_HAVE_OPENCL -DCL_TARGET_OPENCL_VERSION=120
   LIB_SRC  += $(wildcard backends/opencl/*.c)
   LDLIBS   += -lOpenCL
+  # CLBlast (dequantize + SGEMM) for prefill on GPUs, when the library is installed
+  HAVE_CLBLAST ?= $(shell $(PKG) --exists clblast 2>/dev/null && test -f /usr/include/clblast_c.h && echo 1)
+  ifeq ($(HAVE_CLBLAST),1)
+    CFLAGS += -DPORTA_HAVE_CLBLAST
+    LDLIBS += $(shell $(PKG) --libs clblast)
+  endif
 endif
 
 KERNELS_CL := $(sort $(wildcard kernels/cl/*.cl) $(wildcard kernels/cl/*.h))

@@ -131,6 +131,8 @@ struct porta_backend_cfg {
     const char *device_name;        /* substring match; NULL = by index */
     const char *kernel_dir;         /* development only: load .cl sources from here */
     const char *cache_dir;          /* compiled-kernel cache; NULL = default */
+    bool clblast;                   /* opencl: CLBlast for prefill GEMMs on GPUs (when built in;
+                                       CPU devices keep porta's own kernels, faster there) */
 };
 
 /* Called by devices(): one line per device. */

@@ -1012,6 +1012,7 @@ int porta_config_backend_cfg(const struct porta_config *cfg, const char *backend
         out->device_name = or_null(cfg->backend.opencl.device_name);
         out->kernel_dir = or_null(cfg->backend.opencl.kernel_dir);
         out->cache_dir = or_null(cfg->backend.opencl.cache_dir);
+        out->clblast = cfg->backend.opencl.clblast;
         return 0;
     }
     if (!strcmp(backend, "hip")) {

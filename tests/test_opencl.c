@@ -39,18 +39,23 @@ static struct porta_backend g_be;
 static bool g_open;
 static const struct porta_backend_ops *O = &porta_backend_opencl;
 
-static int open_be(const char *shapes)
+static int open_be_cfg(const char *shapes, bool clblast)
 {
     if (shapes)
         setenv("PORTA_OPENCL_SHAPES", shapes, 1);
     memset(&g_be, 0, sizeof g_be);
     g_be.ops = O;
-    struct porta_backend_cfg cfg = { .platform = -1, .device = 0 };
+    struct porta_backend_cfg cfg = { .platform = -1, .device = 0, .clblast = clblast };
     int rc = O->open(&g_be, &cfg);
     g_open = rc == 0;
     if (!g_open)
         printf("SKIP opencl: cannot open (%s): %s\n", porta_strerror(rc), porta_log_last_error());
     return rc;
+}
+
+static int open_be(const char *shapes)
+{
+    return open_be_cfg(shapes, false);
 }
 
 static void setup(void)
@@ -641,6 +646,14 @@ static void mla_case(enum porta_dtype kv, int n_tok, int start, int lat, int rop
     free(ql), free(qr), free(kl), free(kr), free(o), free(orf), free(fill), free(cache);
 }
 
+/* the model loader splits weights at be->max_buf: the device's largest buffer */
+static void be_max_buf_is_device_limit(void)
+{
+    ck_assert_uint_ge(g_be.max_buf, 128u << 20); /* OpenCL 1.2 guarantees 128 MiB */
+    struct porta_buf *b = NULL;
+    ck_assert_int_ne(O->buf_alloc(&g_be, g_be.max_buf + 1, PORTA_BUF_ACT, &b), 0);
+}
+
 static void setup_gpu_shapes(void)
 {
     capture();
@@ -659,6 +672,29 @@ START_TEST(gpu_shapes)
     attention_case(PORTA_F32, 1, 5, 128, 96);
     experts_case(PORTA_Q4_K, 4, 40, 256, 3, 3);
     mla_case(PORTA_F16, 2, 30, 96, 32);
+}
+END_TEST
+
+static void setup_clblast(void)
+{
+    capture();
+    open_be_cfg("gpu", true);
+}
+
+/* GPU shapes with clblast = true: prefill GEMMs through dequantize + CLBlast SGEMM (when built
+ * in; else the tiled kernel), decode and short batches through porta's own kernels */
+START_TEST(clblast_prefill)
+{
+    NEED_DEVICE();
+#ifdef PORTA_HAVE_CLBLAST
+    ck_assert_msg(strstr(g_be.desc, "CLBlast prefill"), "desc: %s", g_be.desc);
+#endif
+    be_max_buf_is_device_limit();
+    matmul_case(PORTA_Q4_0, 70, 512, 37);
+    matmul_case(PORTA_Q4_K, 33, 256, 64);
+    matmul_case(PORTA_Q6_K, 17, 256, 20);
+    matmul_case(PORTA_Q8_0, 20, 64, 3);
+    matmul_case(PORTA_F16, 65, 100, 33);
 }
 END_TEST
 
@@ -725,6 +761,11 @@ static Suite *suite(void)
     tcase_add_test(tg, gpu_shapes);
     tcase_add_test(tg, half_values);
     suite_add_tcase(s, tg);
+    TCase *tb = tcase_create("clblast");
+    tcase_set_timeout(tb, 300);
+    tcase_add_checked_fixture(tb, setup_clblast, teardown);
+    tcase_add_test(tb, clblast_prefill);
+    suite_add_tcase(s, tb);
     return s;
 }
 

@@ -56,6 +56,9 @@ struct type_kernels {
     cl_kernel mv, mt, mm, emb, deq, me;
 };
 
+#define PROF_NAME 48
+#define PROF_ROWS 64
+
 struct cl_ctx {
     struct cl_devinfo dev;
     cl_context context;
@@ -67,6 +70,7 @@ struct cl_ctx {
     /* launch shapes, chosen per device type at open */
     bool cpu_shapes;                /* launch shapes for a CPU device (see pick_shapes) */
     int mv_lsz, mv_rows, norm_lsz, att_lsz, elt_lsz, mm_min_tok, mt_tok;
+    int elt_per;                    /* eltwise.cl's ELT_PER */
     struct mm_tile mm;
     int mm_lsz;
     enum prefill prefill;           /* for n_tok >= mm_min_tok (below: mt, or mv for 1) */
@@ -77,6 +81,21 @@ struct cl_ctx {
     cl_mem stage;
     unsigned char *stage_host;
     size_t stage_cap, stage_used;
+    /* PORTA_OPENCL_PROFILE=1: device time per kernel, summed at each synchronize() and
+     * logged at close */
+    bool prof;
+    struct prof_ev {
+        cl_event ev;
+        char name[PROF_NAME];
+    } *prof_ev;
+    int prof_n, prof_cap;
+    struct prof_row {
+        char name[PROF_NAME];
+        double s;
+        long n;
+    } prof_rows[PROF_ROWS];
+    int prof_nrows;
+    long prof_syncs, prof_waits;    /* synchronize() calls; clFinish in stage() */
 };
 
 static int type_index(enum porta_dtype t)
@@ -88,6 +107,73 @@ static int type_index(enum porta_dtype t)
 }
 
 /* ---- launching ---- */
+
+/* adds the finished events' device times to the per-kernel table */
+static void prof_collect(struct cl_ctx *c)
+{
+    for (int i = 0; i < c->prof_n; i++) {
+        cl_ulong t0 = 0, t1 = 0;
+        clGetEventProfilingInfo(c->prof_ev[i].ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0,
+                                NULL);
+        clGetEventProfilingInfo(c->prof_ev[i].ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1,
+                                NULL);
+        clReleaseEvent(c->prof_ev[i].ev);
+        int j;
+        for (j = 0; j < c->prof_nrows; j++)
+            if (strcmp(c->prof_rows[j].name, c->prof_ev[i].name) == 0)
+                break;
+        if (j == c->prof_nrows) {
+            if (j == PROF_ROWS)
+                continue;
+            memcpy(c->prof_rows[c->prof_nrows++].name, c->prof_ev[i].name, PROF_NAME);
+        }
+        c->prof_rows[j].s += (double)(t1 - t0) * 1e-9;
+        c->prof_rows[j].n++;
+    }
+    c->prof_n = 0;
+}
+
+/* logs the per-kernel table, largest first */
+static void prof_report(struct cl_ctx *c)
+{
+    double total = 0;
+    porta_info("opencl profile: %ld synchronize() calls, %ld waits for the staging ring",
+               c->prof_syncs, c->prof_waits);
+    for (int i = 0; i < c->prof_nrows; i++)
+        total += c->prof_rows[i].s;
+    for (int i = 0; i < c->prof_nrows; i++) {
+        int m = i;
+        for (int j = i + 1; j < c->prof_nrows; j++)
+            if (c->prof_rows[j].s > c->prof_rows[m].s)
+                m = j;
+        struct prof_row t = c->prof_rows[i];
+        c->prof_rows[i] = c->prof_rows[m];
+        c->prof_rows[m] = t;
+        porta_info("opencl profile: %-20s %9.3f s %5.1f%% %8ld launches %8.1f us each",
+                   c->prof_rows[i].name, c->prof_rows[i].s,
+                   total > 0 ? 100 * c->prof_rows[i].s / total : 0.0, c->prof_rows[i].n,
+                   1e6 * c->prof_rows[i].s / (double)c->prof_rows[i].n);
+    }
+}
+
+/* the event slot for the next launch (NULL when not profiling) */
+static cl_event *prof_slot(struct cl_ctx *c, cl_kernel k)
+{
+    if (!c->prof)
+        return NULL;
+    if (c->prof_n == c->prof_cap) {
+        int cap = c->prof_cap ? 2 * c->prof_cap : 1024;
+        void *p = realloc(c->prof_ev, sizeof *c->prof_ev * (size_t)cap);
+        if (!p)
+            return NULL;
+        c->prof_ev = p;
+        c->prof_cap = cap;
+    }
+    struct prof_ev *e = &c->prof_ev[c->prof_n];
+    memset(e->name, 0, PROF_NAME);
+    clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, PROF_NAME - 1, e->name, NULL);
+    return &e->ev;
+}
 
 struct karg {
     size_t n;
@@ -111,7 +197,10 @@ static int launch(struct cl_ctx *c, cl_kernel k, cl_uint dims, const size_t *gws
     for (cl_uint d = 0; d < dims; d++)
         if (gws[d] == 0)
             return 0;
-    cl_int e = clEnqueueNDRangeKernel(c->queue, k, dims, NULL, gws, lws, 0, NULL, NULL);
+    cl_event *ev = prof_slot(c, k);
+    cl_int e = clEnqueueNDRangeKernel(c->queue, k, dims, NULL, gws, lws, 0, NULL, ev);
+    if (ev && e == CL_SUCCESS)
+        c->prof_n++;
     if (e != CL_SUCCESS) {
         char name[64] = "?";
         clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof name, name, NULL);
@@ -131,6 +220,7 @@ static int stage(struct cl_ctx *c, const void *src, size_t n, cl_ulong *off)
 {
     size_t at = round_up(c->stage_used, 64);
     if (at + n > c->stage_cap) {
+        c->prof_waits++;
         CL_TRY(clFinish(c->queue));
         at = 0;
         if (n > c->stage_cap) {
@@ -178,6 +268,11 @@ static void cl_close(struct porta_backend *be)
         return;
     if (c->queue)
         clFinish(c->queue);
+    if (c->prof) {
+        prof_collect(c);
+        prof_report(c);
+        free(c->prof_ev);
+    }
     for (int t = 0; t < PORTA_DTYPE_COUNT; t++) {
         cl_kernel *ks[] = { &c->tk[t].mv, &c->tk[t].mt, &c->tk[t].mm, &c->tk[t].emb,
                             &c->tk[t].deq, &c->tk[t].me };
@@ -253,28 +348,43 @@ static int env_int(const char *name, int def)
 }
 
 /* Launch shapes per device type. CPU devices (PoCL) run a work-group per thread and loop
- * over its work-items, vectorizing only loops inside one work-item: they want few work-items
- * per group, each with a wide contiguous inner loop. GPUs want a wavefront or more per group
- * and neighbouring work-items on neighbouring data. PORTA_OPENCL_SHAPES=cpu|gpu picks either
- * set on any device (the tests run the GPU shapes on PoCL). For tuning, PORTA_OPENCL_MV_LSZ,
- * _MV_ROWS, _MT_TOK, _MM_MIN_TOK, _MM="tr,tt,mr,mt,contig" and _GEMM=mt|mm|clblast override
- * the choice. */
-static void pick_shapes(struct cl_ctx *c)
+ * over its work-items, vectorizing only loops inside one work-item, and pay ~50 ns per
+ * work-group and per barrier region: they want groups of whole rows without barriers
+ * (matvec.cl's MV_SOLO), wide contiguous inner loops (eltwise.cl's ELT_PER), no repeated
+ * libm calls (rope.cl's ROPE_ALL_HEADS) and the smallest attention group that covers the head.
+ * Prefill on PoCL: mt_<type> with 16 tokens per work-item beats the tiled mm_<type> ~3x and
+ * CLBlast (dequantize + SGEMM) ~3-4x (measured on 1536x576 and 4864x896 Q4 weights, 64 and
+ * 256 tokens). GPUs want a wavefront or more per group and neighbouring work-items on
+ * neighbouring data; their prefill GEMM is CLBlast's when it is built in and the config's
+ * backend.opencl.clblast is on (the default; not measured on a GPU here: no GPU was lent),
+ * else the tiled mm_<type>. PORTA_OPENCL_SHAPES=cpu|gpu picks either set on any device (the tests run
+ * the GPU shapes on PoCL). For tuning, PORTA_OPENCL_MV_LSZ, _MV_ROWS, _MT_TOK, _MM_MIN_TOK,
+ * _ATT_LSZ, _MM="tr,tt,mr,mt,contig" and _GEMM=mt|mm|clblast override the choice;
+ * PORTA_OPENCL_BUILD_OPTS is appended to the compiler options and PORTA_OPENCL_PROFILE=1 logs
+ * the device time per kernel at close. */
+static void pick_shapes(struct cl_ctx *c, bool clblast)
 {
     bool cpu = c->cpu_shapes;
-    c->mv_lsz = cpu ? 1 : 64;
+    c->mv_lsz = cpu ? 16 : 64;
     c->norm_lsz = cpu ? 16 : 256;
-    c->att_lsz = cpu ? 16 : 64;
+    c->att_lsz = cpu ? 1 : 64;      /* grown to cover the head dim (att_lsz_for) */
     c->mm_min_tok = 16;             /* below: mt_<type>, one pass over W per mt_tok tokens */
-    c->mt_tok = cpu ? 8 : 4;
+    c->mt_tok = cpu ? 16 : 4;
     c->prefill = cpu ? PF_MT : PF_MM;
+#ifdef PORTA_HAVE_CLBLAST
+    if (clblast && !cpu)
+        c->prefill = PF_CLBLAST;
+#else
+    (void)clblast;
+#endif
     c->mm = cpu ? (struct mm_tile){ 64, 16, 8, 16, 1 } : (struct mm_tile){ 64, 32, 4, 4, 0 };
     c->mv_lsz = env_int("PORTA_OPENCL_MV_LSZ", c->mv_lsz);
+    c->att_lsz = env_int("PORTA_OPENCL_ATT_LSZ", c->att_lsz);
     c->mm_min_tok = env_int("PORTA_OPENCL_MM_MIN_TOK", c->mm_min_tok);
     c->mt_tok = env_int("PORTA_OPENCL_MT_TOK", c->mt_tok);
     c->mv_rows = env_int("PORTA_OPENCL_MV_ROWS", 1);
     if (c->mt_tok < 1 || c->mt_tok > 16)
-        c->mt_tok = cpu ? 8 : 4;
+        c->mt_tok = cpu ? 16 : 4;
     const char *mm = getenv("PORTA_OPENCL_MM");
     struct mm_tile t;
     if (mm && sscanf(mm, "%d,%d,%d,%d,%d", &t.tr, &t.tt, &t.mr, &t.mt, &t.contig) == 5 &&
@@ -283,6 +393,7 @@ static void pick_shapes(struct cl_ctx *c)
     c->mm_lsz = (c->mm.tr / c->mm.mr) * (c->mm.tt / c->mm.mt);
     size_t cap = c->dev.max_wg < 256 ? c->dev.max_wg : 256;
     c->elt_lsz = 64;
+    c->elt_per = cpu ? 16 : 1;
     int *ls[] = { &c->mv_lsz, &c->norm_lsz, &c->att_lsz, &c->elt_lsz };
     for (int i = 0; i < 4; i++) {
         int v = 1;
@@ -294,6 +405,8 @@ static void pick_shapes(struct cl_ctx *c)
         c->mv_rows--;                   /* a power of two, at most one row per work-item */
     if (c->mv_rows < 1)
         c->mv_rows = 1;
+    if (cpu)
+        c->mv_rows = c->mv_lsz;         /* matvec.cl's MV_SOLO: one row per work-item */
     const char *g = getenv("PORTA_OPENCL_GEMM");
     if (g && strcmp(g, "mt") == 0)
         c->prefill = PF_MT;
@@ -341,24 +454,30 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
                                       0 };
     c->context = clCreateContext(props, 1, &c->dev.device, NULL, NULL, &e);
     CL_TRYF_E(e, "clCreateContext");
-    c->queue = clCreateCommandQueue(c->context, c->dev.device, 0, &e);
+    c->prof = env_int("PORTA_OPENCL_PROFILE", 0) != 0;
+    c->queue = clCreateCommandQueue(c->context, c->dev.device,
+                                    c->prof ? CL_QUEUE_PROFILING_ENABLE : 0, &e);
     CL_TRYF_E(e, "clCreateCommandQueue");
     const char *shapes = getenv("PORTA_OPENCL_SHAPES");
     c->cpu_shapes = shapes && *shapes ? strcmp(shapes, "cpu") == 0
                                       : (c->dev.type & CL_DEVICE_TYPE_CPU) != 0;
-    pick_shapes(c);
+    pick_shapes(c, cfg->clblast);
     if ((size_t)c->mm_lsz > c->dev.max_wg) {
         porta_err("opencl: device '%s' allows work-groups of %zu, the matmul tile needs %d",
                   c->dev.name, c->dev.max_wg, c->mm_lsz);
         rc = PORTA_E_UNSUPPORTED;
         goto fail;
     }
-    char opts[256];
+    char opts[512];
+    const char *extra = getenv("PORTA_OPENCL_BUILD_OPTS");   /* for tuning: appended */
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -DMM_TR=%d -DMM_TT=%d -DMM_MR=%d -DMM_MT=%d -DMM_TOK_CONTIG=%d "
-             "-DMT_TOK=%d -DMV_ROWS=%d%s",
+             "-DMT_TOK=%d -DMV_ROWS=%d -DELT_PER=%d%s%s%.200s",
              c->mm.tr, c->mm.tt, c->mm.mr, c->mm.mt, c->mm.contig, c->mt_tok, c->mv_rows,
-             c->cpu_shapes ? " -DPORTA_SOFT_HALF -DATT_DIM_CONTIG=1" : "");
+             c->elt_per,
+             c->cpu_shapes ? " -DPORTA_SOFT_HALF -DATT_DIM_CONTIG=1 -DMV_SOLO=1 -DROPE_ALL_HEADS=1"
+                           : "",
+             extra ? " " : "", extra ? extra : "");
     bool cached;
     double t0 = porta_time_s();
     if ((rc = cl_program_build(c->context, &c->dev, cfg->kernel_dir, cache_dir(c, cfg), opts,
@@ -376,6 +495,7 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
         goto fail;
     }
     CL_TRYF_E(e, "clCreateBuffer");
+    be->max_buf = (size_t)c->dev.max_alloc;
     snprintf(be->desc, sizeof be->desc, "opencl (%.200s%s)", c->dev.name,
              c->prefill == PF_CLBLAST ? ", CLBlast prefill" : "");
     return 0;
@@ -509,6 +629,9 @@ static int cl_synchronize(struct porta_backend *be)
     struct cl_ctx *c = be->ctx;
     CL_TRY(clFinish(c->queue));
     c->stage_used = 0;
+    c->prof_syncs++;
+    if (c->prof)
+        prof_collect(c);
     return 0;
 }
 
@@ -685,7 +808,8 @@ static int cl_rope(struct porta_backend *be, struct porta_view x, int n_tok, int
     float fs = p->freq_scale;
     size_t l0 = half < c->elt_lsz ? (size_t)half : (size_t)c->elt_lsz;
     size_t lws[3] = { l0, 1, 1 };
-    size_t gws[3] = { round_up((size_t)half, l0), (size_t)n_head, (size_t)n_tok };
+    size_t gws[3] = { round_up((size_t)half, l0), c->cpu_shapes ? 1 : (size_t)n_head,
+                      (size_t)n_tok };        /* CPU: ROPE_ALL_HEADS */
     struct karg a[] = { KA(x.buf->mem), KA(xo), KA(n_head), KA(head_dim), KA(n_rot), KA(neox),
                         KA(c->stage), KA(po), KA(c->stage), KA(to), KA(fs), KA(mscale) };
     return launch(c, c->rope, 3, gws, lws, a, N_ARGS(a));
@@ -760,7 +884,8 @@ static int cl_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_
     }
     cl_int opi = (cl_int)op, ni = (cl_int)n, nbi = binary ? (cl_int)nb : 1;
     cl_mem bm = binary ? b.buf->mem : a.buf->mem;
-    size_t lws = (size_t)c->elt_lsz, gws = round_up((size_t)n, lws);
+    size_t lws = (size_t)c->elt_lsz;
+    size_t gws = round_up(((size_t)n + c->elt_per - 1) / c->elt_per, lws);
     struct karg k[] = { KA(opi), KA(y.buf->mem), KA(yo), KA(a.buf->mem), KA(ao), KA(bm), KA(bo),
                         KA(ni), KA(nbi), KA(s) };
     return launch(c, c->eltwise, 1, &gws, &lws, k, N_ARGS(k));

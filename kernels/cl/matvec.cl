@@ -11,10 +11,12 @@
  * local (lsz, 1), lsz a power of two <= 256. A work-group owns MV_ROWS rows: its work-items
  * split into MV_ROWS teams, each team walks one row unit by unit (units of consecutive
  * elements, see dequant.h), so neighbouring work-items read neighbouring bytes; partial sums
- * meet in a local-memory tree. Each work-item keeps one accumulator per element of a unit:
- * independent chains that a CPU compiler turns into SIMD.
- * Tuning: MV_ROWS (rows per work-group, power of two, default 1), MT_TOK (default 4), the
- * local size (host). */
+ * meet in a local-memory tree. Each work-item keeps one accumulator per element of a unit
+ * (mt_: MT_LANES per token): independent chains that a CPU compiler turns into SIMD.
+ * CPU devices (MV_SOLO 1): teams of one, MV_ROWS = lsz; the legacy types' half scales are
+ * decoded MV_GROUP blocks at a time (one vector, not two scalar conversions per block).
+ * Tuning: MV_ROWS (rows per work-group, power of two, default 1), MT_TOK (default 4), MV_SOLO
+ * (default 0), the local size (host). */
 
 #ifndef MV_ROWS
 #define MV_ROWS 1
@@ -25,6 +27,42 @@
 #define MT_TOK 4
 #endif
 
+/* MV_SOLO 1 (CPU devices): every work-item owns whole rows (MV_ROWS = the local size, teams of
+ * one), so there is no local memory and no barrier: a CPU runtime runs the work-group as one
+ * loop over its rows. */
+#ifndef MV_SOLO
+#define MV_SOLO 0
+#endif
+#define MV_GROUP 16     /* MV_SOLO: legacy blocks whose scales are decoded together */
+#define MT_LANES 8      /* mt_<type>: accumulator lanes per token (a power of two <= 32) */
+
+/* acc[0] + ... + acc[n-1], n a power of two <= MAX_SUB, as a tree: log2(n) steps of
+ * independent adds that vectorize, rather than a chain of n dependent adds */
+DEVFN float sum_acc(float *acc, const int n)
+{
+    UNROLL
+    for (int h = MAX_SUB / 2; h > 0; h >>= 1)
+        if (2 * h <= n) {
+            UNROLL
+            for (int i = 0; i < h; i++)
+                acc[i] += acc[i + h];
+        }
+    return acc[0];
+}
+
+/* d and m (legacy_m) of the MV_GROUP legacy blocks at gb: unrolled, so the integer half
+ * decode of all of them becomes a few vector operations */
+DEVFN void group_scales(const int T, GLOBAL const u8 *gb, float *dg, float *mg)
+{
+    const int bs = type_bs(T);
+    UNROLL
+    for (int j = 0; j < MV_GROUP; j++)
+        dg[j] = half_bits_to_float(legacy_d_bits(gb + j * bs));
+    UNROLL
+    for (int j = 0; j < MV_GROUP; j++)
+        mg[j] = legacy_m(T, dg[j], half_bits_to_float(legacy_m_bits(T, gb + j * bs)));
+}
+
 /* partial dot of row wr with x over this work-item's units (fused decode) */
 DEVFN float row_dot(const int T, GLOBAL const u8 *wr, GLOBAL const float *xt, int n_cols, int tl,
                     int team)
@@ -32,69 +70,137 @@ DEVFN float row_dot(const int T, GLOBAL const u8 *wr, GLOBAL const float *xt, in
     const int sub = type_sub(T), upb = type_qk(T) / sub, bs = type_bs(T);
     int n_units = n_cols / sub;
     float acc[MAX_SUB], s = 0.0f;
-    for (int i = 0; i < sub; i++)
+    UNROLL
+    for (int i = 0; i < MAX_SUB; i++)
         acc[i] = 0.0f;
-    for (int u = tl; u < n_units; u += team)
+    int u = tl;
+#if MV_SOLO
+    /* a legacy type has a half scale per 32 elements: decoded one at a time, the two scales
+     * cost more than the 32 products; a group's scales decode as one vector */
+    if (type_legacy(T))
+        for (; u + MV_GROUP <= n_units; u += MV_GROUP) {
+            GLOBAL const u8 *gb = wr + (u64)u * bs;
+            GLOBAL const float *gx = xt + (u64)u * sub;
+            float dg[MV_GROUP], mg[MV_GROUP];
+            group_scales(T, gb, dg, mg);
+            for (int j = 0; j < MV_GROUP; j++)
+                unit_op_dm(T, gb + j * bs, 0, acc, gx + j * sub, 1, dg[j], mg[j]);
+        }
+#endif
+    for (; u < n_units; u += team)
         dot_unit(T, wr + (u / upb) * bs, u % upb, xt + u * sub, acc);
     if (type_plain(T))
         for (int c = n_units * sub + tl; c < n_cols; c += team)
             s = MAD(load_elem(T, wr, c), xt[c], s);
-    for (int i = 0; i < sub; i++)
-        s += acc[i];
+    return s + sum_acc(acc, sub);
+}
+
+/* the team's sum of s (lid's share) in red[lid - tl]; all work-items must call it */
+DEVFN float team_sum(float s, LOCAL float *red, int lid, int tl, int team)
+{
+#if MV_SOLO
     return s;
+#else
+    red[lid] = s;
+    BARRIER();
+    for (int k = team / 2; k > 0; k >>= 1) {
+        if (tl < k)
+            red[lid] += red[lid + k];
+        BARRIER();
+    }
+    s = red[lid - tl];
+    BARRIER();
+    return s;
+#endif
+}
+
+/* this work-item's row, its place in the row's team and the team size */
+#if MV_SOLO
+#define MV_PLACE(r, tl, team) \
+    int team = 1, tl = 0, r = GROUP_ID(0) * LOCAL_SIZE(0) + lid
+#else
+#define MV_PLACE(r, tl, team) \
+    int team = LOCAL_SIZE(0) / MV_ROWS, tl = lid % team, r = GROUP_ID(0) * MV_ROWS + lid / team
+#endif
+
+/* the products of one decoded unit v (elements c0 .. c0+sub-1) with NT tokens' x: each token
+ * accumulates into MT_LANES lanes, so MT_TOK tokens' accumulators fit in registers */
+DEVFN void unit_tokens(const int NT, const int sub, const float *v, GLOBAL const float **xt,
+                       int c0, float acc[MT_TOK][MT_LANES])
+{
+    UNROLL
+    for (int t = 0; t < NT; t++) {
+        GLOBAL const float *xs = xt[t] + c0;
+        UNROLL
+        for (int i = 0; i < MAX_SUB; i++)
+            if (i < sub)
+                acc[t][i % MT_LANES] = MAD(v[i], xs[i], acc[t][i % MT_LANES]);
+    }
+}
+
+/* row wr times NT tokens (xt[t]) over this work-item's units: the weight decoded once for
+ * all tokens; plain types' tail elements go to sum[t] */
+DEVFN void row_tokens(const int T, const int NT, GLOBAL const u8 *wr, GLOBAL const float **xt,
+                      int n_cols, int tl, int team, float acc[MT_TOK][MT_LANES], float *sum)
+{
+    const int sub = type_sub(T), upb = type_qk(T) / sub, bs = type_bs(T);
+    int n_units = n_cols / sub, u = tl;
+    float v[MAX_SUB];
+#if MV_SOLO
+    if (type_legacy(T))         /* the scales of a group decode as one vector (row_dot) */
+        for (; u + MV_GROUP <= n_units; u += MV_GROUP) {
+            GLOBAL const u8 *gb = wr + (u64)u * bs;
+            float dg[MV_GROUP], mg[MV_GROUP];
+            group_scales(T, gb, dg, mg);
+            for (int j = 0; j < MV_GROUP; j++) {
+                unit_op_dm(T, gb + j * bs, 0, v, (GLOBAL const float *)0, 0, dg[j], mg[j]);
+                unit_tokens(NT, sub, v, xt, (u + j) * sub, acc);
+            }
+        }
+#endif
+    for (; u < n_units; u += team) {
+        deq_unit(T, wr + (u / upb) * bs, u % upb, v);
+        unit_tokens(NT, sub, v, xt, u * sub, acc);
+    }
+    if (type_plain(T))
+        for (int t = 0; t < NT; t++)
+            for (int c = n_units * sub + tl; c < n_cols; c += team)
+                sum[t] = MAD(load_elem(T, wr, c), xt[t][c], sum[t]);
 }
 
 DEVFN void mv_body(const int T, const int NT, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w,
                    u64 w_off, u64 row_bytes, int n_rows, int n_cols, GLOBAL const float *x,
                    u64 x_off, int n_tok, LOCAL float *red)
 {
-    const int sub = type_sub(T), upb = type_qk(T) / sub, bs = type_bs(T);
-    int lid = LOCAL_ID(0), lsz = LOCAL_SIZE(0), team = lsz / MV_ROWS;
-    int r = GROUP_ID(0) * MV_ROWS + lid / team, tl = lid % team, tok0 = GROUP_ID(1) * NT;
-    int n_units = n_cols / sub;
-    float acc[MT_TOK][MAX_SUB], v[MAX_SUB], sum[MT_TOK];
-    for (int t = 0; t < NT; t++) {
+    int lid = LOCAL_ID(0), tok0 = GROUP_ID(1) * NT;
+    MV_PLACE(r, tl, team);
+    float acc[MT_TOK][MT_LANES], sum[MT_TOK];
+    UNROLL
+    for (int t = 0; t < MT_TOK; t++) {
         sum[t] = 0.0f;
-        for (int i = 0; i < sub; i++)
+        UNROLL
+        for (int i = 0; i < MT_LANES; i++)
             acc[t][i] = 0.0f;
     }
+    GLOBAL const u8 *wr = w + w_off + (u64)(r < n_rows ? r : 0) * row_bytes;
     if (r < n_rows && NT == 1) {            /* decode: fused with the products */
-        sum[0] = row_dot(T, w + w_off + (u64)r * row_bytes, x + x_off + (u64)tok0 * n_cols,
-                         n_cols, tl, team);
+        sum[0] = row_dot(T, wr, x + x_off + (u64)tok0 * n_cols, n_cols, tl, team);
     } else if (r < n_rows) {
-        GLOBAL const u8 *wr = w + w_off + (u64)r * row_bytes;
-        for (int u = tl; u < n_units; u += team) {
-            deq_unit(T, wr + (u / upb) * bs, u % upb, v);
-            for (int t = 0; t < NT; t++) {
-                /* a token past the end reads the last one and is not stored */
-                int tok = tok0 + t < n_tok ? tok0 + t : n_tok - 1;
-                GLOBAL const float *xs = x + x_off + (u64)tok * n_cols + u * sub;
-                for (int i = 0; i < sub; i++)
-                    acc[t][i] = MAD(v[i], xs[i], acc[t][i]);
-            }
+        GLOBAL const float *xt[MT_TOK];
+        UNROLL
+        for (int t = 0; t < MT_TOK; t++) {
+            /* a token past the end reads the last one and is not stored */
+            int tok = tok0 + t < n_tok ? tok0 + t : n_tok - 1;
+            xt[t] = x + x_off + (u64)tok * n_cols;
         }
-        if (type_plain(T))
-            for (int t = 0; t < NT; t++) {
-                int tok = tok0 + t < n_tok ? tok0 + t : n_tok - 1;
-                GLOBAL const float *xt = x + x_off + (u64)tok * n_cols;
-                for (int c = n_units * sub + tl; c < n_cols; c += team)
-                    sum[t] = MAD(load_elem(T, wr, c), xt[c], sum[t]);
-            }
+        row_tokens(T, NT, wr, xt, n_cols, tl, team, acc, sum);
     }
+    UNROLL
     for (int t = 0; t < NT; t++) {
-        float s = sum[t];
-        for (int i = 0; i < sub; i++)
-            s += acc[t][i];
-        red[lid] = s;
-        BARRIER();
-        for (int k = team / 2; k > 0; k >>= 1) {
-            if (tl < k)
-                red[lid] += red[lid + k];
-            BARRIER();
-        }
+        float s = NT == 1 ? sum[t] : sum[t] + sum_acc(acc[t], MT_LANES);
+        s = team_sum(s, red, lid, tl, team);
         if (tl == 0 && r < n_rows && tok0 + t < n_tok)
-            y[y_off + (u64)(tok0 + t) * n_rows + r] = red[lid];
-        BARRIER();
+            y[y_off + (u64)(tok0 + t) * n_rows + r] = s;
     }
 }
 
@@ -104,8 +210,8 @@ DEVFN void me_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, 
                    u64 ids_off, int has_ids, GLOBAL const float *wts, u64 wts_off, int has_wts,
                    int k, LOCAL float *red)
 {
-    int lid = LOCAL_ID(0), lsz = LOCAL_SIZE(0), team = lsz / MV_ROWS;
-    int r = GROUP_ID(0) * MV_ROWS + lid / team, tl = lid % team, t = GROUP_ID(1);
+    int lid = LOCAL_ID(0), t = GROUP_ID(1);
+    MV_PLACE(r, tl, team);
     float total = 0.0f;
     for (int j = 0; j < k; j++) {
         u64 slot = (u64)t * k + j;
@@ -114,20 +220,13 @@ DEVFN void me_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, 
         if (r < n_rows && e >= 0 && e < n_mat)
             part = row_dot(T, w + w_off + (u64)e * mat_stride + (u64)r * row_bytes,
                            x + x_off + (x_per_slot ? slot : (u64)t) * n_cols, n_cols, tl, team);
-        red[lid] = part;
-        BARRIER();
-        for (int h = team / 2; h > 0; h >>= 1) {
-            if (tl < h)
-                red[lid] += red[lid + h];
-            BARRIER();
-        }
+        part = team_sum(part, red, lid, tl, team);
         if (tl == 0 && r < n_rows) {
             if (has_wts)
-                total += wts[wts_off + slot] * red[lid];
+                total += wts[wts_off + slot] * part;
             else
-                y[y_off + slot * n_rows + r] = red[lid];
+                y[y_off + slot * n_rows + r] = part;
         }
-        BARRIER();
     }
     if (has_wts && tl == 0 && r < n_rows)
         y[y_off + (u64)t * n_rows + r] = total;

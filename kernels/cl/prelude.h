@@ -6,7 +6,9 @@
 
 /* ---- declarations ---- */
 #define KERNEL __kernel void            /* a kernel entry point (extern "C" under HIP/CUDA) */
-#define DEVFN static inline             /* a device helper function */
+/* a device helper function; always inlined, so that the compile-time type and size arguments
+ * fold away and private arrays stay in registers (PoCL would otherwise call unit_op) */
+#define DEVFN static inline __attribute__((always_inline))
 #define GLOBAL __global
 #define LOCAL __local
 #define CONSTANT __constant
@@ -35,14 +37,8 @@ typedef long i64;
 #define AS_UINT(f) as_uint((float)(f))
 /* element i of a run of IEEE halfs at p (p 2-byte aligned, any global pointer type) */
 #ifdef PORTA_SOFT_HALF
-/* CPU devices: PoCL converts vload_half one element at a time; this branch-free integer
- * version vectorizes. Exact for every half, subnormals, infinities and NaNs included. */
-DEVFN float half_bits_to_float(uint h)
-{
-    uint em = h & 0x7fffu;
-    float f = as_float(em << 13) * 5.192296858534828e33f; /* 2^112: rebias 15 -> 127 */
-    return as_float(as_uint(f) | (em >= 0x7c00u ? 0x7f800000u : 0u) | ((h & 0x8000u) << 16));
-}
+/* CPU devices: PoCL converts vload_half one element at a time; half_bits_to_float()
+ * (dequant.h) is branch-free integer code that vectorizes. */
 #define LOAD_HALF(p, i) half_bits_to_float(((GLOBAL const ushort *)(p))[i])
 #else
 #define LOAD_HALF(p, i) vload_half((i), (GLOBAL const half *)(p))

@@ -5,7 +5,14 @@
  * ramp exactly as the CPU reference does (backends/cpu/ref.c), so only cos/sin may round
  * differently. NORM style rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]).
  * tab holds inv_freq[n_rot/2], ff[n_rot/2], ramp[n_rot/2].
- * Launch: global (ceil(n_rot/2 / lsz) * lsz, n_head, n_tok), any local size. No tuning macros. */
+ * Launch: global (ceil(n_rot/2 / lsz) * lsz, n_head, n_tok), any local size; with
+ * ROPE_ALL_HEADS global (ceil(n_rot/2 / lsz) * lsz, 1, n_tok).
+ * Tuning: ROPE_ALL_HEADS (default 0; 1 on CPU devices: a work-item computes cos/sin once and
+ * rotates that pair in every head, rather than once per head). */
+
+#ifndef ROPE_ALL_HEADS
+#define ROPE_ALL_HEADS 0
+#endif
 
 KERNEL rope(GLOBAL float *x, u64 x_off, int n_head, int head_dim, int n_rot, int neox,
             GLOBAL const i32 *pos, u64 pos_off, GLOBAL const float *tab, u64 tab_off,
@@ -20,9 +27,14 @@ KERNEL rope(GLOBAL float *x, u64 x_off, int n_head, int head_dim, int n_rot, int
     float theta_interp = freq_scale * theta_extrap;
     float theta = theta_interp * (1.0f - ramp[i]) + theta_extrap * ramp[i];
     float c = COSF(theta) * mscale, s = SINF(theta) * mscale;
-    GLOBAL float *v = x + x_off + ((u64)t * n_head + h) * head_dim;
     int a = neox ? i : 2 * i, b = neox ? i + np : 2 * i + 1;
-    float x0 = v[a], x1 = v[b];
-    v[a] = x0 * c - x1 * s;
-    v[b] = x0 * s + x1 * c;
+#if ROPE_ALL_HEADS
+    for (h = 0; h < n_head; h++)
+#endif
+    {
+        GLOBAL float *v = x + x_off + ((u64)t * n_head + h) * head_dim;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
 }
