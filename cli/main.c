@@ -30,6 +30,7 @@ static const char usage[] =
     "  --backend LIST       backend order, e.g. cpu or opencl,cpu\n"
     "  -t, --threads N      CPU threads (0 = all cores)\n"
     "  --kernels SET        CPU kernel set: auto, avx512, avx2, scalar\n"
+    "  --amx true|false     AMX int8 tiles for avx512 prefill (default true where present)\n"
     "  --ctx N              context length; --batch N  prefill chunk\n"
     "  --kv-type f16|f32    KV cache precision\n"
     "  -v, --verbose        debug logging; -q, --quiet  errors only\n";
@@ -42,6 +43,7 @@ static const struct {
     { "--backend", NULL, "backend.order" },
     { "-t", "--threads", "backend.cpu.threads" },
     { "--kernels", NULL, "backend.cpu.kernels" },
+    { "--amx", NULL, "backend.cpu.amx" },
     { "--ctx", "--n-ctx", "model.n_ctx" },
     { "--batch", NULL, "model.n_batch" },
     { "--kv-type", NULL, "model.kv_type" },

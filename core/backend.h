@@ -127,6 +127,7 @@ struct porta_experts_params {
 struct porta_backend_cfg {
     int threads;                    /* cpu: 0 = all cores */
     const char *cpu_kernels;        /* cpu: "auto" | "avx512" | "avx2" | "scalar" */
+    bool cpu_no_amx;                /* cpu: no AMX tiles (backend.cpu.amx = false) */
     int platform, device;           /* opencl / hip: indices, -1 = first usable */
     const char *device_name;        /* substring match; NULL = by index */
     const char *kernel_dir;         /* development only: load .cl sources from here */

@@ -63,6 +63,7 @@ static const struct key model_keys[] = {
 static const struct key cpu_keys[] = {
     INT("threads", backend.cpu.threads, 0, 1024),
     ENUM("kernels", backend.cpu.kernels, kernel_names),
+    BOOL("amx", backend.cpu.amx),
     END
 };
 static const struct key opencl_keys[] = {
@@ -826,6 +827,7 @@ void porta_config_defaults(struct porta_config *cfg)
     cfg->backend.n_order = 3;
     cfg->backend.cpu.threads = 0;
     set_str(cfg->backend.cpu.kernels, sizeof cfg->backend.cpu.kernels, "auto");
+    cfg->backend.cpu.amx = true;
     cfg->backend.opencl.platform = -1; /* auto: the first GPU or accelerator */
     cfg->backend.opencl.device = -1;
     cfg->backend.opencl.clblast = true;
@@ -1004,6 +1006,7 @@ int porta_config_backend_cfg(const struct porta_config *cfg, const char *backend
     memset(out, 0, sizeof *out);
     out->threads = cfg->backend.cpu.threads;
     out->cpu_kernels = cfg->backend.cpu.kernels;
+    out->cpu_no_amx = !cfg->backend.cpu.amx;
     if (!strcmp(backend, "cpu"))
         return 0;
     if (!strcmp(backend, "opencl")) {

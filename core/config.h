@@ -50,6 +50,7 @@ struct porta_config {
         struct {
             int threads;                        /* 0 = all cores, else 1..1024 */
             char kernels[PORTA_CFG_WORD_MAX];   /* "auto" | "avx512" | "avx2" | "scalar" */
+            bool amx;                           /* AMX tiles for avx512 prefill when present */
         } cpu;
         struct {
             int platform, device;               /* indices; -1 = first usable */

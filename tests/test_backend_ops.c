@@ -175,6 +175,55 @@ START_TEST(test_matmul)
 }
 END_TEST
 
+/* Rows long enough for the batched paths of the legacy block types (the OpenCL CPU kernels
+ * decode the scales of 16 blocks at once and then finish the row block by block): 37 blocks
+ * per row (2 batches and a tail of 5), row counts and token counts that are not multiples of
+ * the rows per work-group or the tokens per work-item. */
+START_TEST(test_matmul_long_rows)
+{
+    static const enum porta_dtype legacy[] = { PORTA_Q4_0, PORTA_Q4_1, PORTA_Q5_0, PORTA_Q5_1,
+                                               PORTA_Q8_0 };
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    for (size_t i = 0; i < sizeof legacy / sizeof legacy[0]; i++) {
+        run_matmul(be, targets[_i].label, legacy[i], 41, 32 * 37, 1);
+        run_matmul(be, targets[_i].label, legacy[i], 23, 32 * 37, 19);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* The AVX-512 set's prefill tiles with AMX on (where the CPU and OS have it) and off
+ * (PORTA_CPU_AMX=0, the VNNI tiles), at token counts that make AMX take whole 16-token tiles
+ * and a tail, and a prompt whose activations outgrow L2 (the groups then run per token chunk). */
+START_TEST(test_matmul_prefill)
+{
+    if (!porta_cpu_has("avx512")) {
+        printf("SKIP cpu/avx512 prefill: this CPU lacks the instruction set\n");
+        return;
+    }
+    static const enum porta_dtype types[] = { PORTA_Q4_0, PORTA_Q8_0, PORTA_Q4_K, PORTA_Q6_K };
+    for (int off = 0; off < 2; off++) {
+        struct target t = { .backend = "cpu", .kernels = "avx512" };
+        snprintf(t.label, sizeof t.label, "cpu/avx512 amx %s", off ? "off" : "on");
+        if (off)
+            setenv("PORTA_CPU_AMX", "0", 1);
+        struct porta_backend *be = open_target(&t);
+        unsetenv("PORTA_CPU_AMX");
+        if (!be)
+            return;
+        for (int i = 0; i < 4; i++) {
+            int64_t blk = porta_type_traits(types[i])->blck;
+            run_matmul(be, t.label, types[i], 130, blk * 3, 33);
+            run_matmul(be, t.label, types[i], 19, blk == 256 ? 512 : 96, 28);
+            run_matmul(be, t.label, types[i], 21, 4096, 300);   /* ~1.7 MB of activations */
+        }
+        porta_backend_close(be);
+    }
+}
+END_TEST
+
 /* ---- embed ---- */
 
 START_TEST(test_embed)
@@ -691,6 +740,15 @@ START_TEST(test_matmul_experts)
         { 13, 2, 5, 17, true, true, false, false, true },    /* prefill, down + sum, bad id */
         { 3, 4, 4, 16, true, false, true, false, false },    /* per-head batched (MLA) */
         { 5, 3, 3, 9, false, false, true, true, false },     /* strided per-head view */
+        /* the tile path (repacked rows, tile GEMM): rows in whole 16-row groups (one pack for
+         * the stack) and not; enough tokens that an expert's run is cut into several tiles
+         * (64 slots each) and ends in a partial one */
+        { 1, 6, 16, 48, false, false, false, false, false }, /* decode, top-6 of 16 */
+        { 1, 6, 16, 48, true, true, false, false, false },   /* decode, down + sum */
+        { 70, 4, 8, 32, false, false, false, false, true },  /* prefill, one pack, bad id */
+        { 70, 4, 8, 32, true, true, false, false, false },   /* prefill, down + sum */
+        { 150, 2, 3, 40, true, true, false, false, false },  /* ~100 slots per expert */
+        { 66, 3, 4, 16, false, false, true, true, false },   /* per-head strided, many tok */
     };
     for (int i = 0; i < N_WTYPES; i++) {
         enum porta_dtype t = wtypes[i];
@@ -699,6 +757,80 @@ START_TEST(test_matmul_experts)
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
             run_matmul_experts(be, targets[_i].label, t, cols, &cases[c]);
     }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* Routing feeds the expert matmul: logits with three-way ties among 16 experts (ties go to the
+ * lower index), experts 0-3 never eligible (their logits lowest), 72 tokens so each chosen
+ * expert has more than one 64-slot tile run; ids and weights from the backend's moe_route,
+ * products against the reference on the reference's ids (the same, checked exactly) */
+START_TEST(test_route_then_experts)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    enum { NT = 72, NE = 16, K = 4, ROWS = 32 };
+    static const enum porta_dtype types[] = { PORTA_Q4_K, PORTA_Q8_0, PORTA_Q4_0, PORTA_F16 };
+    float *logits = malloc(sizeof(float) * NT * NE), wr[NT * K], *x = malloc(4 * NT * 256);
+    int32_t idr[NT * K], idb[NT * K];
+    for (int t = 0; t < NT; t++)
+        for (int e = 0; e < NE; e++)
+            logits[t * NE + e] = e < 4 ? -8.0f : (float)((e * 5 + t) % 3);
+    tu_fill(x, NT * 256, 91, 1.5f);
+    struct porta_route_params rp = { .n_tok = NT, .n_expert = NE, .k = K,
+                                     .gating = PORTA_GATING_SOFTMAX, .norm = true, .scale = 1 };
+    ck_assert_int_eq(porta_ref_moe_route(idr, wr, logits, NULL, &rp), 0);
+    struct porta_buf *lb = mkbuf(be, logits, sizeof(float) * NT * NE),
+                     *ib = mkbuf(be, NULL, sizeof idb), *wb = mkbuf(be, NULL, sizeof wr),
+                     *xb = mkbuf(be, x, 4 * NT * 256), *yb = mkbuf(be, NULL, 4 * NT * ROWS);
+    if (porta_be_supports(be, PORTA_OP_MOE_ROUTE, PORTA_F32)) {
+        ck_assert_int_eq(porta_be_moe_route(be, (struct porta_view){ ib, 0 },
+                                            (struct porta_view){ wb, 0 },
+                                            (struct porta_view){ lb, 0 }, &rp), 0);
+        fetch(be, ib, idb, sizeof idb, "route ids");
+        for (int i = 0; i < NT * K; i++) {
+            ck_assert_msg(idb[i] == idr[i], "%s: tied route slot %d: %d, reference %d",
+                          targets[_i].label, i, idb[i], idr[i]);
+            ck_assert_int_ge(idb[i], 4);
+        }
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            enum porta_dtype t = types[ti];
+            size_t rb;
+            uint8_t *w = make_weights(t, (int64_t)ROWS * NE, 256, 7 + (unsigned)t, &rb);
+            struct porta_weight W = { .type = t, .n_rows = ROWS, .n_cols = 256, .n_mat = NE,
+                                      .row_bytes = rb, .name = "experts" };
+            float *y = malloc(4 * NT * ROWS), *yr = malloc(4 * NT * ROWS);
+            ck_assert_int_eq(porta_ref_matmul_experts(yr, w, &W, x, idr, wr, NT, K, false), 0);
+            struct porta_buf *eb = mkbuf(be, w, rb * ROWS * NE);
+            W.buf = eb;
+            struct porta_experts_params ep = { .n_tok = NT, .k = K, .ids = { ib, 0 },
+                                               .weights = { wb, 0 } };
+            char what[96];
+            snprintf(what, sizeof what, "route (ties) + matmul_experts %s, %d tok",
+                     porta_dtype_name(t), NT);
+            if (porta_be_supports(be, PORTA_OP_MATMUL_EXPERTS, t)) {
+                ck_assert_int_eq(porta_be_matmul_experts(be, (struct porta_view){ yb, 0 }, &W,
+                                                         (struct porta_view){ xb, 0 }, &ep), 0);
+                fetch(be, yb, y, 4 * NT * ROWS, what);
+                check_nmse(targets[_i].label, what, y, yr, NT * ROWS,
+                           porta_type_traits(t)->quantized ? 2e-4 : 1e-6);
+            } else {
+                printf("UNSUPPORTED %s %s\n", targets[_i].label, what);
+            }
+            porta_be_buf_free(be, eb);
+            free(w);
+            free(y);
+            free(yr);
+        }
+    }
+    porta_be_buf_free(be, lb);
+    porta_be_buf_free(be, ib);
+    porta_be_buf_free(be, wb);
+    porta_be_buf_free(be, xb);
+    porta_be_buf_free(be, yb);
+    free(logits);
+    free(x);
     porta_backend_close(be);
 }
 END_TEST
@@ -837,6 +969,8 @@ int main(void)
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_matmul, 0, n_targets);
+    tcase_add_loop_test(tc, test_matmul_long_rows, 0, n_targets);
+    tcase_add_test(tc, test_matmul_prefill);
     tcase_add_loop_test(tc, test_embed, 0, n_targets);
     tcase_add_loop_test(tc, test_rmsnorm, 0, n_targets);
     tcase_add_loop_test(tc, test_eltwise, 0, n_targets);
@@ -846,6 +980,7 @@ int main(void)
     tcase_add_test(tc, test_mla_reference);
     tcase_add_loop_test(tc, test_moe_route, 0, n_targets);
     tcase_add_loop_test(tc, test_matmul_experts, 0, n_targets);
+    tcase_add_loop_test(tc, test_route_then_experts, 0, n_targets);
     tcase_add_loop_test(tc, test_attention_mla, 0, n_targets);
     suite_add_tcase(s, tc);
     return tu_run(s);

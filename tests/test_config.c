@@ -190,7 +190,7 @@ static const struct err_case err_cases[] = {
       "%s:3: model.nctx: unknown key (known here: path, alias, n_ctx, n_batch, kv_type, "
       "chat_template)" },
     { "backend = { cpu = { threads = 2;\n  thread = 4; }; };\n", PORTA_E_CONFIG,
-      "%s:2: backend.cpu.thread: unknown key (known here: threads, kernels)" },
+      "%s:2: backend.cpu.thread: unknown key (known here: threads, kernels, amx)" },
     { "backend = { layers = (\n  { backend = \"cpu\"; from = 0; to = 3; },\n"
       "  { backend = \"cpu\"; from = 4; to = 5;\n    upto = 9; } ); };\n", PORTA_E_CONFIG,
       "%s:4: backend.layers[1].upto: unknown key (known here: backend, from, to)" },
@@ -576,11 +576,19 @@ START_TEST(test_backend_cfg)
     ck_assert_int_eq(porta_config_backend_cfg(&c, "cpu", &b), 0);
     ck_assert_int_eq(b.threads, 3);
     ck_assert_str_eq(b.cpu_kernels, "avx2");
+    ck_assert(!b.cpu_no_amx);                   /* AMX on by default */
+    ck_assert_int_eq(porta_config_set(&c, "backend.cpu.amx", "false"), 0);
+    ck_assert_int_eq(porta_config_backend_cfg(&c, "cpu", &b), 0);
+    ck_assert(b.cpu_no_amx);
     ck_assert_int_eq(porta_config_backend_cfg(&c, "opencl", &b), 0);
+    ck_assert(b.clblast);                       /* CLBlast for GPU prefill by default */
     ck_assert_int_eq(b.device, 2);
     ck_assert_str_eq(b.device_name, "gfx1030");
     ck_assert_ptr_null(b.kernel_dir);
     ck_assert_ptr_null(b.cache_dir);
+    ck_assert_int_eq(porta_config_set(&c, "backend.opencl.clblast", "false"), 0);
+    ck_assert_int_eq(porta_config_backend_cfg(&c, "opencl", &b), 0);
+    ck_assert(!b.clblast);
     ck_assert_int_eq(porta_config_backend_cfg(&c, "hip", &b), 0);
     ck_assert_int_eq(b.device, 1);
     ck_assert_ptr_null(b.device_name);

@@ -15,6 +15,12 @@ static inline float f16(porta_f16 h)
     return _cvtsh_ss(h);
 }
 
+/* porta_f32_to_f16() in one instruction: F16C rounds to nearest even as it does */
+static inline porta_f16 to_f16(float f)
+{
+    return (porta_f16)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+
 /* Keeps the compiler from fusing a multiply into a following add (gcc contracts a*b+c into an
  * FMA by default); the quantizers must round the product exactly as the scalar code does. */
 static inline __m256 opaque(__m256 v)
@@ -634,7 +640,7 @@ static void quantize_q8_0(const float *src, void *dst, int64_t n)
         float amax = amax32(src);
         float d = amax / 127, id = d ? 1.0f / d : 0.0f;
         __m256 vid = _mm256_set1_ps(id);
-        b[i].d = porta_f32_to_f16(d);
+        b[i].d = to_f16(d);
         __m256i q = pack32(round_i8x8(src, vid), round_i8x8(src + 8, vid),
                            round_i8x8(src + 16, vid), round_i8x8(src + 24, vid));
         _mm256_storeu_si256((__m256i *)b[i].qs, q);
@@ -651,9 +657,9 @@ static void quantize_q8_1(const float *src, void *dst, int64_t n)
         __m256i q0 = round_i8x8(src, vid), q1 = round_i8x8(src + 8, vid);
         __m256i q2 = round_i8x8(src + 16, vid), q3 = round_i8x8(src + 24, vid);
         int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
-        b[i].d = porta_f32_to_f16(d);
+        b[i].d = to_f16(d);
         _mm256_storeu_si256((__m256i *)b[i].qs, pack32(q0, q1, q2, q3));
-        b[i].s = porta_f32_to_f16((float)sum * d);
+        b[i].s = to_f16((float)sum * d);
     }
 }
 
@@ -999,6 +1005,72 @@ ALWAYS void tile_q8_0_half2(int NT, int nb, const uint8_t *w, int h, const uint8
         store_rows(y + (size_t)t * ys + 8 * h, acc[t], nr - 8 * h);
 }
 
+/* Q4_0 / Q4_1 for one or two tokens (decode): block by block, both halves together, so that
+ * each activation broadcast serves 16 rows and the sums stay in registers. Rows past nr are
+ * the group's zero padding: computing them costs nothing extra. */
+ALWAYS void tile32_dec(int type, int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as,
+                       int64_t n_cols, float *y, size_t ys, int nr)
+{
+    const size_t bb = blk32_bytes(type);
+    const int qoff = type == PORTA_Q4_0 ? 32 : 64;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[2][2];
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++)
+        acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * bb, *q = blk + qoff;
+        prefetch_block(blk, bb);
+        __m256i s16[2][2];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m256i v0 = loadu(q + 64 * c), v1 = loadu(q + 64 * c + 32);
+            const __m256i l0 = _mm256_and_si256(v0, m4), l1 = _mm256_and_si256(v1, m4);
+            const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+            const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+#pragma GCC unroll 2
+            for (int t = 0; t < NT; t++) {
+                const uint8_t *yq = act + (size_t)t * as + 32 * b;
+                const __m256i ylo = bcast4(yq + 4 * c), yhi = bcast4(yq + 16 + 4 * c);
+                __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(l0, ylo),
+                                              _mm256_maddubs_epi16(h0, yhi));
+                __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(l1, ylo),
+                                              _mm256_maddubs_epi16(h1, yhi));
+                s16[0][t] = c ? _mm256_add_epi16(s16[0][t], p0) : p0;
+                s16[1][t] = c ? _mm256_add_epi16(s16[1][t], p1) : p1;
+            }
+        }
+        const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+        const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) {
+            const struct porta_act32 *m = (const struct porta_act32 *)(act + (size_t)t * as + n_cols) + b;
+            __m256i i0 = _mm256_madd_epi16(s16[0][t], ones), i1 = _mm256_madd_epi16(s16[1][t], ones);
+            if (type == PORTA_Q4_0) {
+                const __m256i corr = _mm256_set1_epi32(m->corr);
+                i0 = _mm256_add_epi32(i0, corr);
+                i1 = _mm256_add_epi32(i1, corr);
+            }
+            const __m256 d = _mm256_set1_ps(m->d);
+            acc[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw0, d), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw1, d), acc[1][t]);
+            if (type == PORTA_Q4_1) {
+                const __m256 s = _mm256_set1_ps(m->s);
+                acc[0][t] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32))),
+                                            s, acc[0][t]);
+                acc[1][t] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 48))),
+                                            s, acc[1][t]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++) {
+        store_rows(y + (size_t)t * ys, acc[0][t], nr);
+        if (nr > 8)
+            store_rows(y + (size_t)t * ys + 8, acc[1][t], nr - 8);
+    }
+}
+
 /* One pass over the group: block by block, both halves, so that each weight line is read once
  * from memory and used while it is in L1 (the decode order: one or two tokens). */
 ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as,
@@ -1011,6 +1083,10 @@ ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *ac
             else
                 tile32_half2(type, NT, nb, w, h, act, as, n_cols, y, ys, nr);
         }
+        return;
+    }
+    if (type == PORTA_Q4_0 || type == PORTA_Q4_1) {
+        tile32_dec(type, NT, nb, w, act, as, n_cols, y, ys, nr);
         return;
     }
     const size_t bb = blk32_bytes(type);
@@ -1144,6 +1220,88 @@ ALWAYS void blk_q4_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
     }
 }
 
+/* Q4_K's 8 6-bit scales and mins of rows 8h..8h+7: byte j of each int32 lane of sc_lo/mn_lo is
+ * scale/min j (j < 4), of sc_hi/mn_hi scale/min 4 + j */
+ALWAYS void k4_unpack(const uint8_t *blk, int h, __m256i *sc_lo, __m256i *sc_hi, __m256i *mn_lo,
+                      __m256i *mn_hi)
+{
+    const __m256i m6 = _mm256_set1_epi8(0x3F);
+    const __m256i lo4 = _mm256_set1_epi32(0x0f0f0f0f), lo2 = _mm256_set1_epi32(0x03030303);
+    const __m256i u0 = loadu(blk + 64 + 32 * h), u1 = loadu(blk + 128 + 32 * h);
+    const __m256i u2 = loadu(blk + 192 + 32 * h);
+    *sc_lo = _mm256_and_si256(u0, m6);
+    *mn_lo = _mm256_and_si256(u1, m6);
+    *sc_hi = _mm256_or_si256(_mm256_and_si256(u2, lo4),
+        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), lo2), 4));
+    *mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), lo4),
+        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), lo2), 4));
+}
+
+/* Q4_K for one token (decode): both halves of each super-block together, so that each
+ * activation broadcast serves 16 rows; sums in registers. */
+static void tile_q4_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * 2304;
+        const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)act + b;
+        prefetch_block(blk, 256);
+        __m256i sc[2][2], isum[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {       /* the mins first: their registers free up */
+            __m256i mn_lo, mn_hi;
+            k4_unpack(blk, h, &sc[h][0], &sc[h][1], &mn_lo, &mn_hi);
+            __m256i mi = _mm256_madd_epi16(pair_u8(mn_lo, 0), bcast4(a->bsums));
+#pragma GCC unroll 7
+            for (int j = 1; j < 8; j++)
+                mi = _mm256_add_epi32(mi, _mm256_madd_epi16(pair_u8(j < 4 ? mn_lo : mn_hi, j % 4),
+                                                            bcast4(a->bsums + 2 * j)));
+            isum[h] = mi;
+        }
+        const __m256 dy = _mm256_set1_ps(a->d);
+        const __m256 dm0 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32))), dy);
+        const __m256 dm1 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 48))), dy);
+        acc0 = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(isum[0]), dm0, acc0);
+        acc1 = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(isum[1]), dm1, acc1);
+        isum[0] = isum[1] = _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            const int8_t *yq = a->qs + 64 * p;
+            const uint8_t *q = blk + 256 + 512 * p;
+            __m256i s0[2], s1[2];
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                prefetch_line(q + 64 * c);
+                const __m256i v0 = loadu(q + 64 * c), v1 = loadu(q + 64 * c + 32);
+                const __m256i ylo = bcast4(yq + 4 * c), yhi = bcast4(yq + 32 + 4 * c);
+                const __m256i pl0 = _mm256_maddubs_epi16(_mm256_and_si256(v0, m4), ylo);
+                const __m256i ph0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), yhi);
+                const __m256i pl1 = _mm256_maddubs_epi16(_mm256_and_si256(v1, m4), ylo);
+                const __m256i ph1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), yhi);
+                s0[0] = c ? _mm256_add_epi16(s0[0], pl0) : pl0;
+                s1[0] = c ? _mm256_add_epi16(s1[0], ph0) : ph0;
+                s0[1] = c ? _mm256_add_epi16(s0[1], pl1) : pl1;
+                s1[1] = c ? _mm256_add_epi16(s1[1], ph1) : ph1;
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256i src = sc[h][p / 2];
+                const __m256i s_a = _mm256_shuffle_epi8(src, _mm256_load_si256((const __m256i *)k_pair[(2 * p) % 4]));
+                const __m256i s_b = _mm256_shuffle_epi8(src, _mm256_load_si256((const __m256i *)k_pair[(2 * p + 1) % 4]));
+                isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(_mm256_madd_epi16(s0[h], s_a),
+                                                                     _mm256_madd_epi16(s1[h], s_b)));
+            }
+        }
+        const __m256 d0 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)), dy);
+        const __m256 d1 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16))), dy);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[0]), d0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[1]), d1, acc1);
+    }
+    store_rows(y, acc0, nr);
+    if (nr > 8)
+        store_rows(y + 8, acc1, nr - 8);
+}
+
 /* Q6_K, rows 8h..8h+7 of one super-block: u = q + 32 in [0, 63]; two maddubs steps add up in
  * int16 (2 * 2 * 63 * 128 < 32768), then madd by the sub-block's (sc, sc) pair; the 32 comes
  * back out through the bsums */
@@ -1221,6 +1379,87 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
     }
 }
 
+/* Q6_K for one token (decode): both halves of each super-block together (see blk_q6_K_half
+ * for the arithmetic), so that each activation broadcast serves 16 rows; sums in registers. */
+static void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = w + (size_t)b * 3360;
+        const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)act + b;
+        prefetch_block(blk, 288);
+        __m256i isum[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {       /* -32 * sum(sc * bsum): the offset of u = q + 32 */
+            __m256i ci = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m256i x = loadu(blk + 32 + 64 * k + 32 * h);    /* scales 4k..4k+3 */
+                const __m256i ev = _mm256_srai_epi16(_mm256_slli_epi16(x, 8), 8);
+                const __m256i od = _mm256_srai_epi16(x, 8);
+                const __m256i sp0 = _mm256_blend_epi16(ev, _mm256_slli_epi32(od, 16), 0xAA);
+                const __m256i sp1 = _mm256_blend_epi16(_mm256_srli_epi32(ev, 16), od, 0xAA);
+                ci = _mm256_add_epi32(ci, _mm256_add_epi32(
+                         _mm256_madd_epi16(sp0, bcast4(a->bsums + 4 * k)),
+                         _mm256_madd_epi16(sp1, bcast4(a->bsums + 4 * k + 2))));
+            }
+            isum[h] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(ci, 5));
+        }
+        for (int un = 0; un < 8; un++) {
+            const uint8_t *unit = blk + 288 + 384 * un;
+            const int8_t *yq = a->qs + 32 * un;
+            prefetch_block(unit, 384);
+            __m256i p[2][4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                const __m256i ylo = bcast4(yq + 4 * c), yhi = bcast4(yq + 16 + 4 * c);
+                const int hs_lo = 4 - 2 * c;            /* step c: bits 2c, 2c+1 of h0 -> 4, 5 */
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    const __m256i v = loadu(unit + 128 + 64 * c + 32 * h);
+                    const __m256i h0 = loadu(unit + 32 * h), h1 = loadu(unit + 64 + 32 * h);
+                    const __m256i b0 = hs_lo > 0 ? _mm256_slli_epi16(h0, hs_lo) :
+                                       hs_lo == 0 ? h0 : _mm256_srli_epi16(h0, -hs_lo);
+                    const __m256i b1 = hs_lo > 0 ? _mm256_slli_epi16(h1, hs_lo) :
+                                       hs_lo == 0 ? h1 : _mm256_srli_epi16(h1, -hs_lo);
+                    const __m256i ul = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(b0, m30));
+                    const __m256i uh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                                       _mm256_and_si256(b1, m30));
+                    const __m256i pl = _mm256_maddubs_epi16(ul, ylo), ph = _mm256_maddubs_epi16(uh, yhi);
+                    /* steps c and c + 1 share a sub-block's int16 sum (see blk_q6_K_half) */
+                    if (c % 2 == 0) {
+                        p[h][c / 2] = pl;
+                        p[h][2 + c / 2] = ph;
+                    } else {
+                        p[h][c / 2] = _mm256_add_epi16(p[h][c / 2], pl);
+                        p[h][2 + c / 2] = _mm256_add_epi16(p[h][2 + c / 2], ph);
+                    }
+                }
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256i x = loadu(blk + 32 + 64 * (un / 2) + 32 * h);
+                const __m256i sa = pair_i8(x, 2 * (un % 2)), sb = pair_i8(x, 2 * (un % 2) + 1);
+                const __m256i a0 = _mm256_add_epi32(_mm256_madd_epi16(p[h][0], sa),
+                                                    _mm256_madd_epi16(p[h][1], sa));
+                const __m256i a1 = _mm256_add_epi32(_mm256_madd_epi16(p[h][2], sb),
+                                                    _mm256_madd_epi16(p[h][3], sb));
+                isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(a0, a1));
+            }
+        }
+        const __m256 dy = _mm256_set1_ps(a->d);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]),
+                _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h))), dy),
+                acc[h]);
+    }
+    store_rows(y, acc[0], nr);
+    if (nr > 8)
+        store_rows(y + 8, acc[1], nr - 8);
+}
+
 /* One pass over the group's super-blocks, both halves of each (see tile32) */
 #define TILEK(fn, blk_half, bytes, head, NTM)                                                    \
     ALWAYS void fn(int NT, int nb, const uint8_t *w, const uint8_t *act, size_t as, float *y,    \
@@ -1253,12 +1492,23 @@ TILEK(tile_q6_K, blk_q6_K_half, 3360, 288, NT2)
         for (; t + NTM <= n_tok; t += NTM)                                                       \
             tile(NTM, nb, w, a + t * as, as, y + t * ys, ys, n_rows);                            \
         switch (n_tok - t) {                                                                     \
-        case 1: tile(1, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;                   \
+        case 1: DEC1(tile, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;               \
         case 2: tile(2 < NTM ? 2 : 1, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;     \
         case 3: tile(3 < NTM ? 3 : 1, nb, w, a + t * as, as, y + t * ys, ys, n_rows); break;     \
         default: break;                                                                          \
         }                                                                                        \
     }
+
+/* one token: the decode kernel where the type has one */
+#define DEC1(tile, nb, w, a, as, y, ys, nr)                                                     \
+    do {                                                                                         \
+        if (tile == tile_q4_K)                                                                   \
+            tile_q4_K_dec(nb, w, a, y, nr);                                                      \
+        else if (tile == tile_q6_K)                                                              \
+            tile_q6_K_dec(nb, w, a, y, nr);                                                      \
+        else                                                                                     \
+            tile(1, nb, w, a, as, y, ys, nr);                                                    \
+    } while (0)
 
 GEMMK(gemm_q4_K, tile_q4_K, NTK2)
 GEMMK(gemm_q6_K, tile_q6_K, NT2)
@@ -1277,9 +1527,9 @@ ALWAYS void act32_row(const float *x, void *act, int64_t n, int c, bool with_s)
         __m256i q2 = round_i8x8(x + 16, vid), q3 = round_i8x8(x + 24, vid);
         int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
         _mm256_storeu_si256((__m256i *)(qs + 32 * i), pack32(q0, q1, q2, q3));
-        m[i].d = f16(porta_f32_to_f16(d));
+        m[i].d = f16(to_f16(d));
         m[i].corr = -c * sum;
-        m[i].s = with_s ? f16(porta_f32_to_f16((float)sum * d)) : 0.0f;
+        m[i].s = with_s ? f16(to_f16((float)sum * d)) : 0.0f;
     }
 }
 
@@ -1369,12 +1619,81 @@ static inline void row_to_f32(float *dst, const void *src, bool f16, int n)
         dst[i] = 0;
 }
 
+/* 8 sums of 8 lanes each -> one vector [sum(v0), ..., sum(v7)] */
+static inline __m256 hsum8x8(const __m256 v[8])
+{
+    const __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+    const __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* scores s[r] = scale * q . k_r for the 8 rows r of kf (dk8 floats apart, zero-padded to a
+ * multiple of 8; rows past the valid ones are zero too) */
+static inline void qk8(float *s, const float *q, const float *kf, int dk, int dk8, float scale)
+{
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++)
+        acc[r] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= dk; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++)
+            acc[r] = _mm256_fmadd_ps(qv, _mm256_load_ps(kf + (size_t)r * dk8 + i), acc[r]);
+    }
+    if (i < dk) {                   /* the last dk % 8 elements: kf is zero-padded */
+        float qt[8] __attribute__((aligned(32))) = { 0 };
+        memcpy(qt, q + i, sizeof(float) * (size_t)(dk - i));
+        const __m256 qv = _mm256_load_ps(qt);
+        for (int r = 0; r < 8; r++)
+            acc[r] = _mm256_fmadd_ps(qv, _mm256_load_ps(kf + (size_t)r * dk8 + i), acc[r]);
+    }
+    _mm256_storeu_ps(s, _mm256_mul_ps(hsum8x8(acc), _mm256_set1_ps(scale)));
+}
+
+/* o[0, dv) += sum over the nr rows r of vf (dv8 floats apart) of w[r] * v_r; the output stays
+ * in registers across the rows, 64 floats at a time */
+static inline void pv_rows(float *o, const float *w, const float *vf, int nr, int dv, int dv8)
+{
+    int i = 0;
+    for (; i + 64 <= dv; i += 64) {
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
+            acc[k] = _mm256_loadu_ps(o + i + 8 * k);
+        for (int r = 0; r < nr; r++) {
+            const __m256 vw = _mm256_set1_ps(w[r]);
+            const float *v = vf + (size_t)r * dv8 + i;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++)
+                acc[k] = _mm256_fmadd_ps(vw, _mm256_load_ps(v + 8 * k), acc[k]);
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
+            _mm256_storeu_ps(o + i + 8 * k, acc[k]);
+    }
+    for (; i + 8 <= dv; i += 8) {
+        __m256 acc = _mm256_loadu_ps(o + i);
+        for (int r = 0; r < nr; r++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(w[r]), _mm256_load_ps(vf + (size_t)r * dv8 + i), acc);
+        _mm256_storeu_ps(o + i, acc);
+    }
+    for (; i < dv; i++)
+        for (int r = 0; r < nr; r++)
+            o[i] += w[r] * vf[(size_t)r * dv8 + i];
+}
+
+/* Flash-attention style over chunks of PORTA_ATTN_CHUNK positions: K and V rows converted to
+ * float PORTA_ATTN_ROWS at a time (once for all n_q heads), scores 8 rows per pass with the
+ * 8 dot products reduced together, outputs accumulated in registers over the rows. */
 static void attn_rows(const struct porta_attn_rows *a)
 {
     const int G = a->n_q, dk = a->dk, dv = a->dv, dk16 = (dk + 15) & ~15, dv16 = (dv + 15) & ~15;
     const size_t esz = a->f16 ? 2 : 4;
-    float *sc = a->scratch, *kf = sc + (size_t)G * PORTA_ATTN_CHUNK, *vf = kf + dk16;
-    float *mx = vf + dv16, *ls = mx + ((G + 15) & ~15);
+    float *sc = a->scratch, *kf = sc + (size_t)G * PORTA_ATTN_CHUNK;
+    float *vf = kf + (size_t)PORTA_ATTN_ROWS * dk16, *mx = vf + (size_t)PORTA_ATTN_ROWS * dv16;
+    float *ls = mx + ((G + 15) & ~15);
     for (int g = 0; g < G; g++) {
         mx[g] = -INFINITY;
         ls[g] = 0;
@@ -1382,19 +1701,17 @@ static void attn_rows(const struct porta_attn_rows *a)
     }
     for (int p0 = 0; p0 < a->n_kv; p0 += PORTA_ATTN_CHUNK) {
         int n = a->n_kv - p0 < PORTA_ATTN_CHUNK ? a->n_kv - p0 : PORTA_ATTN_CHUNK;
-        for (int j = 0; j < n; j++) {
-            row_to_f32(kf, (const uint8_t *)a->k + (size_t)(p0 + j) * a->k_stride * esz, a->f16, dk);
-            for (int g = 0; g < G; g++) {
-                const float *q = a->q + (size_t)g * dk;
-                __m256 s = _mm256_setzero_ps();
-                int i = 0;
-                for (; i + 8 <= dk; i += 8)
-                    s = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_load_ps(kf + i), s);
-                float d = hsum_ps(s);
-                for (; i < dk; i++)
-                    d += q[i] * kf[i];
-                sc[g * PORTA_ATTN_CHUNK + j] = d * a->scale;
-            }
+        for (int j0 = 0; j0 < n; j0 += PORTA_ATTN_ROWS) {
+            int nr = n - j0 < PORTA_ATTN_ROWS ? n - j0 : PORTA_ATTN_ROWS;
+            for (int r = 0; r < nr; r++)
+                row_to_f32(kf + (size_t)r * dk16,
+                           (const uint8_t *)a->k + (size_t)(p0 + j0 + r) * a->k_stride * esz, a->f16, dk);
+            for (int r = nr; r < ((nr + 7) & ~7); r++)
+                memset(kf + (size_t)r * dk16, 0, sizeof(float) * (size_t)dk16);
+            for (int g = 0; g < G; g++)
+                for (int r = 0; r < nr; r += 8)     /* stays inside the chunk: j0 + r + 8 <= 64 */
+                    qk8(sc + g * PORTA_ATTN_CHUNK + j0 + r, a->q + (size_t)g * dk,
+                        kf + (size_t)r * dk16, dk, dk16, a->scale);
         }
         for (int g = 0; g < G; g++) {
             float *s = sc + g * PORTA_ATTN_CHUNK, m_new = mx[g];
@@ -1419,18 +1736,13 @@ static void attn_rows(const struct porta_attn_rows *a)
                 for (int i = 0; i < dv; i++)
                     a->o[(size_t)g * dv + i] *= corr;
         }
-        for (int j = 0; j < n; j++) {
-            row_to_f32(vf, (const uint8_t *)a->v + (size_t)(p0 + j) * a->v_stride * esz, a->f16, dv);
-            for (int g = 0; g < G; g++) {
-                float *o = a->o + (size_t)g * dv, wgt = sc[g * PORTA_ATTN_CHUNK + j];
-                const __m256 vw = _mm256_set1_ps(wgt);
-                int i = 0;
-                for (; i + 8 <= dv; i += 8)
-                    _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, _mm256_load_ps(vf + i),
-                                                            _mm256_loadu_ps(o + i)));
-                for (; i < dv; i++)
-                    o[i] += wgt * vf[i];
-            }
+        for (int j0 = 0; j0 < n; j0 += PORTA_ATTN_ROWS) {
+            int nr = n - j0 < PORTA_ATTN_ROWS ? n - j0 : PORTA_ATTN_ROWS;
+            for (int r = 0; r < nr; r++)
+                row_to_f32(vf + (size_t)r * dv16,
+                           (const uint8_t *)a->v + (size_t)(p0 + j0 + r) * a->v_stride * esz, a->f16, dv);
+            for (int g = 0; g < G; g++)
+                pv_rows(a->o + (size_t)g * dv, sc + g * PORTA_ATTN_CHUNK + j0, vf, nr, dv, dv16);
         }
     }
     for (int g = 0; g < G; g++) {

@@ -3,6 +3,7 @@
  * products up to float rounding, quantizers bit for bit). Built with the AVX-512 flags; the
  * rest of porta reaches it only through the table. */
 #include "kernels.h"
+#include "amx.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__F16C__) && defined(__FMA__)
@@ -716,7 +717,10 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n)
  * 4 bytes of every row, so one vpdpbusd with a broadcast 4-byte activation slice advances all
  * 16 rows; a block's unpacked weights stay in registers for NT tokens (prefill), and the 16
  * rows' scales meet the integer sums in one FMA per block and token. Weights are stored
- * unsigned (u = w + c); the activation row carries -c * sum(q) per block (porta_act32.corr). */
+ * unsigned (u = w + c); the activation row carries -c * sum(q) per block (porta_act32.corr).
+ * Prefill on a CPU with AMX: porta_amx_gemm (amx.c) takes the whole 16-token tiles of Q4_0,
+ * Q8_0, Q4_K and Q6_K first, from the same groups and activation rows, and these kernels the
+ * tokens it leaves (all of them when AMX is off or absent). */
 
 #define ALWAYS static inline __attribute__((always_inline))
 #ifndef GEMM_PF
@@ -835,7 +839,7 @@ ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *ac
         const __mmask16 mask = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);          \
         const int nb = (int)(n_cols / 32);                                                       \
         const uint8_t *a = act;                                                                  \
-        int t = 0;                                                                               \
+        int t = porta_amx_gemm(type, n_cols, w, act, as, n_tok, y, ys, n_rows);                  \
         for (; t + NT_MAX <= n_tok; t += NT_MAX)                                                 \
             tile32(type, NT_MAX, nb, w, a + t * as, as, n_cols, y + t * ys, ys, mask);          \
         switch (n_tok - t) {                                                                     \
@@ -1030,14 +1034,14 @@ ALWAYS void tile_q6_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size
         _mm512_mask_storeu_ps(y + (size_t)t * ys, mask, acc[t]);
 }
 
-#define GEMMK(fn, tile, NTM)                                                                     \
+#define GEMMK(fn, tile, NTM, type)                                                               \
     static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \
                    float *y, size_t ys, int n_rows)                                              \
     {                                                                                            \
         const __mmask16 mask = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);          \
         const int nb = (int)(n_cols / PORTA_QK_K);                                               \
         const uint8_t *a = act;                                                                  \
-        int t = 0;                                                                               \
+        int t = porta_amx_gemm(type, n_cols, w, act, as, n_tok, y, ys, n_rows);                  \
         for (; t + NTM <= n_tok; t += NTM)                                                       \
             tile(NTM, nb, w, a + t * as, as, y + t * ys, ys, mask);                              \
         switch (n_tok - t) {                                                                     \
@@ -1052,8 +1056,8 @@ ALWAYS void tile_q6_K(int NT, int nb, const uint8_t *w, const uint8_t *act, size
         }                                                                                        \
     }
 
-GEMMK(gemm_q4_K, tile_q4_K, NTK_MAX)
-GEMMK(gemm_q6_K, tile_q6_K, NT_MAX)
+GEMMK(gemm_q4_K, tile_q4_K, NTK_MAX, PORTA_Q4_K)
+GEMMK(gemm_q6_K, tile_q6_K, NT_MAX, PORTA_Q6_K)
 
 /* Activation rows of the 32-block tile kernels: quantize_q8_0's values (Q8_1's for Q4_1) and
  * per block d, -c * sum(q), s. */

@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "cpu_ops.h"
 #include "kernels.h"
+#include "amx.h"
 #include "quant.h"
 #include "ref.h"
 #include "threads.h"
@@ -283,6 +284,10 @@ static int cpu_open(struct porta_backend *be, const struct porta_backend_cfg *cf
         c->prof = calloc(1, sizeof *c->prof);
     const char *rp = getenv("PORTA_CPU_REPACK");
     c->repack = !(rp && strcmp(rp, "0") == 0);
+    /* AMX for the AVX-512 set's prefill tiles, where the CPU and OS allow it (PORTA_CPU_AMX=0:
+     * off; a process-wide switch, see amx.h) */
+    const char *ax = getenv("PORTA_CPU_AMX");
+    porta_amx_use(!cfg->cpu_no_amx && !(ax && strcmp(ax, "0") == 0));
     snprintf(be->desc, sizeof be->desc, "cpu (%s, %d threads)", c->k.name, nt);
     return 0;
 fail:
@@ -307,12 +312,19 @@ static int cpu_buf_alloc(struct porta_backend *be, size_t n, enum porta_buf_use 
                          struct porta_buf **out)
 {
     struct porta_buf *b = calloc(1, sizeof *b);
-    size_t cap = (n + 63) & ~(size_t)63;
-    if (!b || cap < n || !(b->data = aligned_alloc(64, cap))) {
+    /* the KV cache in 2 MB pages: decode reads a few rows of every layer's K and V for each
+     * position, and with 4 KB pages a long context costs a page walk every few rows */
+    bool huge = use == PORTA_BUF_KV && n >= HUGE_PAGE;
+    size_t align = huge ? HUGE_PAGE : 64, cap = (n + align - 1) & ~(align - 1);
+    if (!b || cap < n || !(b->data = aligned_alloc(align, cap))) {
         free(b);
         porta_err("cpu: out of memory allocating %zu bytes", n);
         return PORTA_E_NOMEM;
     }
+#ifdef MADV_HUGEPAGE
+    if (huge)
+        madvise(b->data, cap, MADV_HUGEPAGE);
+#endif
     memset(b->data, 0, cap);
     b->size = n;
     b->owned = true;
@@ -566,6 +578,24 @@ static bool take_groups(atomic_llong *next, int64_t n, int nth, int64_t *g0, int
     }
 }
 
+/* A run of groups starts where no prefetch has been: the kernels prefetch a few KB ahead of
+ * what they read, so the first KB of a run would come one memory latency after another. Ask
+ * for them all at once (into L2). */
+#define RUN_PREFETCH 4096
+
+static void prefetch_run(const struct gemm_job *j, int64_t u)
+{
+    int m = 0;
+    while (m + 1 < j->n_mm && u >= j->start[m + 1])
+        m++;
+    const struct tile_mm *mm = &j->mm[m];
+    const uint8_t *p = mm->data + (size_t)(u - j->start[m]) * mm->group_bytes;
+    size_t n = (size_t)(j->start[m + 1] - u) * mm->group_bytes;
+    n = n < RUN_PREFETCH ? n : RUN_PREFETCH;
+    for (size_t off = 0; off < n; off += 64)
+        __builtin_prefetch(p + off, 0, 2);
+}
+
 static void gemm_act_task(void *arg, int task, int n)
 {
     struct gemm_job *j = arg;
@@ -581,7 +611,8 @@ static void gemm_task(void *arg, int task, int n)
     struct gemm_job *j = arg;
     int64_t g0, g1;
     int m = 0;
-    while (take_groups(&j->next, j->start[j->n_mm], j->nth, &g0, &g1))
+    while (take_groups(&j->next, j->start[j->n_mm], j->nth, &g0, &g1)) {
+        prefetch_run(j, g0);
         for (int64_t u = g0; u < g1; u++) {
             while (u >= j->start[m + 1])
                 m++;
@@ -593,6 +624,42 @@ static void gemm_task(void *arg, int task, int n)
                      j->n_tok, mm->y + r0, (size_t)mm->n_rows,
                      nr < PORTA_GEMM_ROWS ? (int)nr : PORTA_GEMM_ROWS);
         }
+    }
+}
+
+/* Every group reads all of the job's activations, so they should stay in L2 from one group to
+ * the next. When they outgrow it (a long prompt into a wide matrix: ffn_down) the groups run
+ * once per chunk of tokens that fits, in multiples of 16 tokens (the AMX tile); the weights
+ * are then read once per chunk, which costs far less than activations from L3. */
+#define GEMM_ACT_L2 (1u << 20)
+
+static void run_token_chunks(struct cpu_ctx *c, struct gemm_job *j)
+{
+    size_t act_all = j->astride * (size_t)j->n_tok * (size_t)j->n_act;
+    int nc = act_all > GEMM_ACT_L2 ? (int)((act_all + GEMM_ACT_L2 - 1) / GEMM_ACT_L2) : 1;
+    if (nc <= 1 || j->n_tok <= 16) {
+        atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+        porta_pool_run(c->pool, gemm_task, j);
+        return;
+    }
+    int chunk = ((j->n_tok + nc - 1) / nc + 15) & ~15, n_tok = j->n_tok;
+    for (int t0 = 0; t0 < n_tok; t0 += chunk) {
+        /* the job as if it had only tokens [t0, t0 + chunk); put back below */
+        int nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
+        for (int a = 0; a < j->n_act; a++)
+            j->act[a] += (size_t)(t0 ? chunk : 0) * j->astride;
+        for (int m = 0; m < j->n_mm; m++)
+            j->mm[m].y += (size_t)(t0 ? chunk : 0) * (size_t)j->mm[m].n_rows;
+        j->n_tok = nt;
+        atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+        porta_pool_run(c->pool, gemm_task, j);
+    }
+    int moved = (n_tok - 1) / chunk * chunk;
+    for (int a = 0; a < j->n_act; a++)
+        j->act[a] -= (size_t)moved * j->astride;
+    for (int m = 0; m < j->n_mm; m++)
+        j->mm[m].y -= (size_t)moved * (size_t)j->mm[m].n_rows;
+    j->n_tok = n_tok;
 }
 
 /* Runs the queued tile matmuls (all of the same input) as one job: the input quantized once
@@ -607,12 +674,15 @@ static void flush(struct cpu_ctx *c)
     j->start[0] = 0;
     for (int m = 0; m < j->n_mm; m++)
         j->start[m + 1] = j->start[m] + j->mm[m].n_groups;
+    /* the first two runs (see take_groups) start loading while the activations are made */
+    prefetch_run(j, 0);
+    if (j->nth > 1)
+        prefetch_run(j, j->start[j->n_mm] / (2 * j->nth));
     int64_t units = (int64_t)j->n_tok * j->n_act;
     /* activations: one row is quicker on this thread than a wake-up of the pool */
     j->per = units < 2 * j->nth ? units : (units + 2 * j->nth - 1) / (2 * j->nth);
     porta_pool_run_n(c->pool, (int)((units + j->per - 1) / j->per), gemm_act_task, j);
-    atomic_store_explicit(&j->next, 0, memory_order_relaxed);
-    porta_pool_run(c->pool, gemm_task, j);
+    run_token_chunks(c, j);
     if (c->prof) {
         double bytes = 0;
         for (int m = 0; m < j->n_mm; m++)
@@ -1157,6 +1227,20 @@ void porta_cpu_parts(struct porta_backend *be, const struct porta_cpu_kernels **
 }
 
 uint8_t *porta_cpu_ptr(struct porta_view v) { return at(v); }
+
+const uint8_t *porta_cpu_pack(struct porta_backend *be, const struct porta_weight *w,
+                              size_t *group_bytes)
+{
+    struct cpu_ctx *c = be->ctx;
+    if (!c->repack || !c->k.gemm[w->type] || w->n_mat != 1 ||
+        w->row_bytes != porta_row_size(w->type, w->n_cols))
+        return NULL;
+    const struct pack *pk = get_pack(c, w, w->buf->data + w->off);
+    if (!pk)
+        return NULL;
+    *group_bytes = pk->group_bytes;
+    return pk->data;
+}
 
 const struct porta_backend_ops porta_backend_cpu = {
     .name = "cpu",

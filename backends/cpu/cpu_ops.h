@@ -14,6 +14,13 @@ void porta_cpu_parts(struct porta_backend *be, const struct porta_cpu_kernels **
                      struct porta_pool **pool);
 /* Host address of a view into a CPU buffer. Defined in cpu.c. */
 uint8_t *porta_cpu_ptr(struct porta_view v);
+/* The repacked copy (repack.h) of the one-matrix weight w for the tile kernels, made on first
+ * use (on the pool: call it outside a task) and kept with the dense matrices' packs until w's
+ * buffer is freed or written; NULL when repacking is off (PORTA_CPU_REPACK=0), the kernel set
+ * has no tile kernel for the type, or memory is short (the caller multiplies row by row).
+ * *group_bytes: bytes of one 16-row group. Defined in cpu.c. */
+const uint8_t *porta_cpu_pack(struct porta_backend *be, const struct porta_weight *w,
+                              size_t *group_bytes);
 
 /* moe.c */
 int porta_cpu_moe_route(struct porta_backend *be, struct porta_view ids, struct porta_view weights,
