@@ -374,17 +374,26 @@ static int bench_membw(int max_threads, size_t mb, bool json)
     return 0;
 }
 
-/* what one forward pass of the model multiplies: MACs of the layer matrices per token, and
- * of the output matrix */
+/* what one forward pass of the model multiplies: MACs of the layer matrices per token (MoE:
+ * the n_expert_used routed experts, the shared ones and the router; MLA: the per-head
+ * projections of every head), and of the output matrix */
 static void model_macs(const struct porta_model *m, double *layer_macs, double *out_macs)
 {
     double sum = 0;
     for (int il = 0; il < m->hp.n_layer; il++) {
         const struct porta_layer *L = &m->layers[il];
-        const struct porta_weight *w[] = { &L->wq, &L->wk, &L->wv, &L->wo,
-                                           &L->w_gate, &L->w_up, &L->w_down };
+        const struct porta_weight *w[] = {
+            &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down,
+            &L->gate_inp, &L->gate_shexp, &L->up_shexp, &L->down_shexp, &L->gate_inp_shexp,
+            &L->wq_a, &L->wq_nope, &L->wq_rope, &L->wkv_lat, &L->wk_rope, &L->wk_b, &L->wv_b,
+        };
         for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
-            sum += (double)w[i]->n_rows * (double)w[i]->n_cols * (double)w[i]->n_mat;
+            if (w[i]->buf)
+                sum += (double)w[i]->n_rows * (double)w[i]->n_cols * (double)w[i]->n_mat;
+        const struct porta_weight *x[] = { &L->gate_exps, &L->up_exps, &L->down_exps };
+        for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+            if (x[i]->buf)
+                sum += (double)x[i]->n_rows * (double)x[i]->n_cols * m->hp.n_expert_used;
     }
     *layer_macs = sum;
     *out_macs = (double)m->output.n_rows * (double)m->output.n_cols;
@@ -484,15 +493,21 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
     char kern[32];
     int nth;
     backend_kernels(e.be, cfg, kern, sizeof kern, &nth);
-    /* decode reads every weight matrix plus, per layer, the K and V rows of every earlier
-     * position (averaged over the positions the test decodes) */
+    /* decode reads every weight matrix it multiplies (MoE: the active experts only, see
+     * weight_bytes) plus, per layer, the K and V rows of every earlier position (averaged over
+     * the positions the test decodes); MLA caches one latent + rope row per position */
     size_t kv_elem = porta_config_kv_dtype(cfg) == PORTA_F16 ? 2 : 4;
     double kv_per_pos = (double)hp->n_layer * hp->n_head_kv * (hp->head_dim + hp->head_dim_v) *
                         (double)kv_elem;
+    if (hp->arch == PORTA_ARCH_DEEPSEEK2)
+        kv_per_pos = (double)hp->n_layer * (hp->kv_lora_rank + hp->n_rope) * (double)kv_elem;
     double bytes_tok = (double)e.model->weight_bytes + kv_per_pos * (n_prompt + n_gen / 2.0 + 1);
     double lmacs, omacs;
     model_macs(e.model, &lmacs, &omacs);
-    double attn_macs = (double)hp->n_layer * hp->n_head * (hp->head_dim + hp->head_dim_v) *
+    /* MLA attends in the latent: scores over kv_lora + rope, the sum over kv_lora */
+    int attn_dims = hp->arch == PORTA_ARCH_DEEPSEEK2 ? 2 * hp->kv_lora_rank + hp->n_rope
+                                                     : hp->head_dim + hp->head_dim_v;
+    double attn_macs = (double)hp->n_layer * hp->n_head * attn_dims *
                        (double)n_prompt * (n_prompt + 1) / 2.0;
     double pp_ops = 2.0 * (lmacs * n_prompt + omacs + attn_macs);
     struct stat3 sp = stats(pp, reps), sg = stats(tg, reps), sb = stats(bw, reps);

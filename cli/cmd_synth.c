@@ -17,10 +17,17 @@ static void list_shapes(FILE *out)
     int n;
     const struct porta_synth_shape *s = porta_synth_shapes(&n);
     fprintf(out, "shapes:\n");
-    for (int i = 0; i < n; i++)
-        fprintf(out, "  %-22s %s, n_embd %d, %d layers, %d heads, %d KV heads, n_ff %d, vocab %d%s\n",
+    for (int i = 0; i < n; i++) {
+        fprintf(out, "  %-22s %s, n_embd %d, %d layers, %d heads, %d KV heads, n_ff %d, vocab %d%s",
                 s[i].name, s[i].arch, s[i].n_embd, s[i].n_layer, s[i].n_head, s[i].n_head_kv,
                 s[i].n_ff, s[i].n_vocab, s[i].tied ? ", tied" : "");
+        if (s[i].n_expert)
+            fprintf(out, ", %d experts (top %d) of n_ff %d, shared n_ff %d", s[i].n_expert,
+                    s[i].n_expert_used, s[i].n_ff_exp, s[i].n_ff_shexp);
+        if (s[i].kv_lora_rank)
+            fprintf(out, ", MLA kv_lora_rank %d", s[i].kv_lora_rank);
+        fputc('\n', out);
+    }
     fprintf(out, "types: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q4_K_M Q4_K Q6_K\n");
 }
 

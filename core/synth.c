@@ -20,17 +20,46 @@
 
 /* ---- shapes ---- */
 
+/* a dense shape: name, arch, n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, tied, rope,
+ * eps, ctx */
+#define DENSE(nm, ar, e, l, h, hk, f, v, ti, rb, eps, ctx)                                       \
+    { .name = nm, .arch = ar, .n_embd = e, .n_layer = l, .n_head = h, .n_head_kv = hk,           \
+      .n_ff = f, .n_vocab = v, .tied = ti, .rope_base = rb, .rms_eps = eps, .n_ctx_train = ctx }
+
 static const struct porta_synth_shape g_shapes[] = {
-    /* name, arch, n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, tied, rope, eps, ctx */
-    { "qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, true, 1000000.0f, 1e-6f, 32768 },
-    { "r1-distill-qwen-1.5b", "qwen2", 1536, 28, 12, 2, 8960, 151936, false, 10000.0f, 1e-6f,
-      131072 },
-    { "r1-distill-qwen-7b", "qwen2", 3584, 28, 28, 4, 18944, 152064, false, 10000.0f, 1e-6f,
-      131072 },
+    DENSE("qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, true, 1000000.0f, 1e-6f, 32768),
+    DENSE("r1-distill-qwen-1.5b", "qwen2", 1536, 28, 12, 2, 8960, 151936, false, 10000.0f, 1e-6f,
+      131072),
+    DENSE("r1-distill-qwen-7b", "qwen2", 3584, 28, 28, 4, 18944, 152064, false, 10000.0f, 1e-6f,
+      131072),
     /* the shape of models/smollm2-135m-instruct-q4_1.gguf: a real file to compare with */
-    { "smollm2-135m", "llama", 576, 30, 9, 3, 1536, 49152, true, 100000.0f, 1e-5f, 8192 },
+    DENSE("smollm2-135m", "llama", 576, 30, 9, 3, 1536, 49152, true, 100000.0f, 1e-5f, 8192),
     /* small enough for tests; every row a multiple of 256 so every K type applies */
-    { "tiny", "qwen2", 256, 2, 4, 2, 512, 512, false, 10000.0f, 1e-6f, 4096 },
+    DENSE("tiny", "qwen2", 256, 2, 4, 2, 512, 512, false, 10000.0f, 1e-6f, 4096),
+    /* DeepSeek-V2-Lite: MLA without q compression, 1 dense + 26 MoE layers of 64 routed experts
+     * (top 6) + 2 shared, YaRN x40 */
+    { .name = "deepseek-v2-lite", .arch = "deepseek2", .n_embd = 2048, .n_layer = 27,
+      .n_head = 16, .n_head_kv = 16, .n_ff = 10944, .n_vocab = 102400, .rope_base = 10000.0f,
+      .rms_eps = 1e-6f, .n_ctx_train = 163840, .n_expert = 64, .n_expert_used = 6,
+      .n_ff_exp = 1408, .n_ff_shexp = 2 * 1408, .n_expert_shared = 2, .n_layer_dense_lead = 1,
+      .kv_lora_rank = 512, .n_nope = 128, .n_rope = 64, .head_dim_v = 128, .yarn_factor = 40.0f,
+      .yarn_orig_ctx = 4096, .yarn_log_mul = 0.0707f },
+    /* Qwen1.5-MoE-A2.7B: 60 experts (top 4) + one sigmoid-gated shared expert */
+    { .name = "qwen1.5-moe-a2.7b", .arch = "qwen2moe", .n_embd = 2048, .n_layer = 24,
+      .n_head = 16, .n_head_kv = 16, .n_ff = 5632, .n_vocab = 151936, .rope_base = 1000000.0f,
+      .rms_eps = 1e-6f, .n_ctx_train = 8192, .n_expert = 60, .n_expert_used = 4,
+      .n_ff_exp = 1408, .n_ff_shexp = 5632 },
+    /* test-sized MoE shapes (rows multiples of 256 where the real ones are) */
+    { .name = "tiny-moe", .arch = "qwen2moe", .n_embd = 256, .n_layer = 2, .n_head = 4,
+      .n_head_kv = 2, .n_ff = 512, .n_vocab = 512, .rope_base = 10000.0f, .rms_eps = 1e-6f,
+      .n_ctx_train = 4096, .n_expert = 16, .n_expert_used = 4, .n_ff_exp = 256,
+      .n_ff_shexp = 512 },
+    { .name = "tiny-deepseek2", .arch = "deepseek2", .n_embd = 256, .n_layer = 2, .n_head = 4,
+      .n_head_kv = 4, .n_ff = 512, .n_vocab = 512, .rope_base = 10000.0f, .rms_eps = 1e-6f,
+      .n_ctx_train = 16384, .n_expert = 16, .n_expert_used = 4, .n_ff_exp = 256,
+      .n_ff_shexp = 2 * 256, .n_expert_shared = 2, .n_layer_dense_lead = 1, .kv_lora_rank = 256,
+      .n_nope = 64, .n_rope = 32, .head_dim_v = 64, .yarn_factor = 4.0f, .yarn_orig_ctx = 4096,
+      .yarn_log_mul = 0.0707f },
 };
 
 const struct porta_synth_shape *porta_synth_shapes(int *n)
@@ -108,11 +137,15 @@ enum porta_dtype porta_synth_tensor_type(const struct porta_synth_shape *s,
 {
     enum porta_dtype t = g_ftypes[ft].base;
     bool is_output = strcmp(role, "output") == 0 || (s->tied && strcmp(role, "token_embd") == 0);
+    /* llama.cpp's attn_v-like category; its ffn_down counter runs over n_layer, the layer of an
+     * expert or shared tensor taken from its name */
+    bool v_like = strcmp(role, "attn_v") == 0 || strcmp(role, "attn_kv_b") == 0;
+    bool down = strncmp(role, "ffn_down", 8) == 0;
+    if (strcmp(role, "ffn_gate_inp") == 0)
+        return PORTA_F32;
     if (is_output && !g_ftypes[ft].pure)
         t = PORTA_Q6_K;
-    else if (ft == PORTA_SYNTH_Q4_K_M &&
-             (strcmp(role, "attn_v") == 0 || strcmp(role, "ffn_down") == 0) &&
-             more_bits(il, s->n_layer))
+    else if (ft == PORTA_SYNTH_Q4_K_M && (v_like || down) && more_bits(il, s->n_layer))
         t = PORTA_Q6_K;
     return k_fallback(t, n_cols);
 }
@@ -146,7 +179,7 @@ struct stensor {
     char name[64];
     enum porta_dtype type;
     int n_dims;
-    uint64_t ne[2];                 /* ne[0]: row length */
+    uint64_t ne[3];                 /* ne[0]: row length; ne[2]: experts of a stack */
     float mean, std;
     uint64_t offset;                /* in the data section */
     size_t nbytes, row_bytes;
@@ -158,22 +191,26 @@ struct plan {
     uint64_t data_bytes;
 };
 
+/* A tensor of shape [ne0] (ne1 0), [ne0, ne1] (ne2 0) or the expert stack [ne0, ne1, ne2]. */
 static int add_tensor(struct plan *p, const char *name, enum porta_dtype type, int64_t ne0,
-                      int64_t ne1, float mean, float std)
+                      int64_t ne1, int64_t ne2, float mean, float std)
 {
     if (p->n >= MAX_TENSORS)
         return PORTA_E_INVAL;
     struct stensor *t = &p->t[p->n];
+    size_t rows;
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->type = type;
-    t->n_dims = ne1 ? 2 : 1;
+    t->n_dims = ne2 ? 3 : ne1 ? 2 : 1;
     t->ne[0] = (uint64_t)ne0;
     t->ne[1] = (uint64_t)(ne1 ? ne1 : 1);
+    t->ne[2] = (uint64_t)(ne2 ? ne2 : 1);
     t->mean = mean;
     t->std = std;
     t->row_bytes = porta_row_size(type, ne0);
-    if (!t->row_bytes || !porta_mul_ok(t->row_bytes, t->ne[1], &t->nbytes)) {
+    if (!t->row_bytes || !porta_mul_ok(t->ne[1], t->ne[2], &rows) ||
+        !porta_mul_ok(t->row_bytes, rows, &t->nbytes)) {
         porta_err("synth: tensor %s: %s rows of %lld elements are not possible", name,
                   porta_dtype_name(type), (long long)ne0);
         return PORTA_E_INVAL;
@@ -184,45 +221,115 @@ static int add_tensor(struct plan *p, const char *name, enum porta_dtype type, i
     return 0;
 }
 
+/* One layer tensor "blk.<il>.<role>.weight" (or .bias), typed by the mix when it is a matrix */
+struct ltensor {
+    const char *role, *suffix;      /* suffix: "weight" | "bias" */
+    int64_t ne0, ne1, ne2;
+    float mean, std;
+};
+
+static int add_layer_tensors(struct plan *p, const struct porta_synth_shape *s,
+                             enum porta_synth_ftype ft, int il, const struct ltensor *lt, int n)
+{
+    char name[64];
+    int rc = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        if (!lt[i].role)
+            continue;
+        enum porta_dtype type = PORTA_F32;
+        if (lt[i].ne1 && strcmp(lt[i].suffix, "weight") == 0)
+            type = porta_synth_tensor_type(s, ft, lt[i].role, il, lt[i].ne0);
+        snprintf(name, sizeof name, "blk.%d.%s.%s", il, lt[i].role, lt[i].suffix);
+        rc = add_tensor(p, name, type, lt[i].ne0, lt[i].ne1, lt[i].ne2, lt[i].mean, lt[i].std);
+    }
+    return rc;
+}
+
+#define W_STD 0.02f
+#define NORM(role, n) { role, "weight", n, 0, 0, 1.0f, 0.05f }
+#define MAT(role, ne0, ne1) { role, "weight", ne0, ne1, 0, 0.0f, W_STD }
+
+/* llama / qwen2 / qwen2moe attention: q, k, v (+ qwen biases), output */
+static int add_attn(struct plan *p, const struct porta_synth_shape *s, enum porta_synth_ftype ft,
+                    int il)
+{
+    int64_t E = s->n_embd, hd = s->n_embd / s->n_head;
+    int64_t Q = hd * s->n_head, KV = hd * s->n_head_kv;
+    bool bias = strcmp(s->arch, "qwen2") == 0 || strcmp(s->arch, "qwen2moe") == 0;
+    const struct ltensor lt[] = {
+        NORM("attn_norm", E), MAT("attn_q", E, Q),
+        { bias ? "attn_q" : NULL, "bias", Q, 0, 0, 0.0f, 0.1f }, MAT("attn_k", E, KV),
+        { bias ? "attn_k" : NULL, "bias", KV, 0, 0, 0.0f, 0.1f }, MAT("attn_v", E, KV),
+        { bias ? "attn_v" : NULL, "bias", KV, 0, 0, 0.0f, 0.1f }, MAT("attn_output", Q, E),
+    };
+    return add_layer_tensors(p, s, ft, il, lt, (int)(sizeof lt / sizeof lt[0]));
+}
+
+/* deepseek2 multi-head latent attention, as llama.cpp's converter writes it (attn_kv_b whole) */
+static int add_mla(struct plan *p, const struct porta_synth_shape *s, enum porta_synth_ftype ft,
+                   int il)
+{
+    int64_t E = s->n_embd, H = s->n_head, D = s->n_nope + s->n_rope, QL = s->q_lora_rank,
+            lat = s->kv_lora_rank;
+    const struct ltensor lt[] = {
+        NORM("attn_norm", E),
+        { QL ? NULL : "attn_q", "weight", E, H * D, 0, 0.0f, W_STD },
+        { QL ? "attn_q_a" : NULL, "weight", E, QL, 0, 0.0f, W_STD },
+        { QL ? "attn_q_a_norm" : NULL, "weight", QL, 0, 0, 1.0f, 0.05f },
+        { QL ? "attn_q_b" : NULL, "weight", QL, H * D, 0, 0.0f, W_STD },
+        MAT("attn_kv_a_mqa", E, lat + s->n_rope), NORM("attn_kv_a_norm", lat),
+        MAT("attn_kv_b", lat, H * (s->n_nope + s->head_dim_v)),
+        MAT("attn_output", H * s->head_dim_v, E),
+    };
+    return add_layer_tensors(p, s, ft, il, lt, (int)(sizeof lt / sizeof lt[0]));
+}
+
+/* the FFN: dense SwiGLU, or router + expert stacks + shared expert(s) */
+static int add_ffn(struct plan *p, const struct porta_synth_shape *s, enum porta_synth_ftype ft,
+                   int il)
+{
+    int64_t E = s->n_embd, F = s->n_ff, X = s->n_expert, FE = s->n_ff_exp, FS = s->n_ff_shexp;
+    if (X == 0 || il < s->n_layer_dense_lead) {
+        const struct ltensor lt[] = { NORM("ffn_norm", E), MAT("ffn_gate", E, F),
+                                      MAT("ffn_up", E, F), MAT("ffn_down", F, E) };
+        return add_layer_tensors(p, s, ft, il, lt, 4);
+    }
+    bool gated = strcmp(s->arch, "qwen2moe") == 0;
+    const struct ltensor lt[] = {
+        /* router logits of std ~4: a trained router's decisive top-k (and no near-ties that
+         * float rounding could flip between kernel sets) */
+        NORM("ffn_norm", E), { "ffn_gate_inp", "weight", E, X, 0, 0.0f, 4.0f / sqrtf((float)E) },
+        { "ffn_gate_exps", "weight", E, FE, X, 0.0f, W_STD },
+        { "ffn_up_exps", "weight", E, FE, X, 0.0f, W_STD },
+        { "ffn_down_exps", "weight", FE, E, X, 0.0f, W_STD },
+        /* Qwen2-MoE's shared-expert gate is a vector: 1-D, F32 */
+        { FS && gated ? "ffn_gate_inp_shexp" : NULL, "weight", E, 0, 0, 0.0f, W_STD },
+        { FS ? "ffn_gate_shexp" : NULL, "weight", E, FS, 0, 0.0f, W_STD },
+        { FS ? "ffn_up_shexp" : NULL, "weight", E, FS, 0, 0.0f, W_STD },
+        { FS ? "ffn_down_shexp" : NULL, "weight", FS, E, 0, 0.0f, W_STD },
+    };
+    return add_layer_tensors(p, s, ft, il, lt, (int)(sizeof lt / sizeof lt[0]));
+}
+
 static int make_plan(const struct porta_synth_shape *s, enum porta_synth_ftype ft, int n_layer,
                      struct plan *p)
 {
-    int64_t E = s->n_embd, F = s->n_ff, hd = s->n_embd / s->n_head;
-    int64_t Q = hd * s->n_head, KV = hd * s->n_head_kv;
-    bool bias = strcmp(s->arch, "qwen2") == 0;
-    const float wstd = 0.02f;
-    char name[64];
+    int64_t E = s->n_embd;
+    bool mla = strcmp(s->arch, "deepseek2") == 0;
     int rc;
     p->t = calloc(MAX_TENSORS, sizeof *p->t);
     if (!p->t)
         return PORTA_E_NOMEM;
     rc = add_tensor(p, "token_embd.weight", porta_synth_tensor_type(s, ft, "token_embd", 0, E), E,
-                    s->n_vocab, 0.0f, wstd);
-    for (int il = 0; !rc && il < n_layer; il++) {
-        static const char *const roles[] = { "attn_q", "attn_k", "attn_v", "attn_output",
-                                             "ffn_gate", "ffn_up", "ffn_down" };
-        const int64_t ne0[] = { E, E, E, Q, E, E, F }, ne1[] = { Q, KV, KV, E, F, F, E };
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", il);
-        rc = add_tensor(p, name, PORTA_F32, E, 0, 1.0f, 0.05f);
-        for (int r = 0; !rc && r < 7; r++) {
-            snprintf(name, sizeof name, "blk.%d.%s.weight", il, roles[r]);
-            rc = add_tensor(p, name, porta_synth_tensor_type(s, ft, roles[r], il, ne0[r]), ne0[r],
-                            ne1[r], 0.0f, wstd);
-            if (!rc && bias && r < 3) {
-                snprintf(name, sizeof name, "blk.%d.%s.bias", il, roles[r]);
-                rc = add_tensor(p, name, PORTA_F32, ne1[r], 0, 0.0f, 0.1f);
-            }
-            if (!rc && r == 3) {
-                snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", il);
-                rc = add_tensor(p, name, PORTA_F32, E, 0, 1.0f, 0.05f);
-            }
-        }
-    }
+                    s->n_vocab, 0, 0.0f, W_STD);
+    for (int il = 0; !rc && il < n_layer; il++)
+        if (!(rc = mla ? add_mla(p, s, ft, il) : add_attn(p, s, ft, il)))
+            rc = add_ffn(p, s, ft, il);
     if (!rc)
-        rc = add_tensor(p, "output_norm.weight", PORTA_F32, E, 0, 1.0f, 0.05f);
+        rc = add_tensor(p, "output_norm.weight", PORTA_F32, E, 0, 0, 1.0f, 0.05f);
     if (!rc && !s->tied)
         rc = add_tensor(p, "output.weight", porta_synth_tensor_type(s, ft, "output", 0, E), E,
-                        s->n_vocab, 0.0f, wstd);
+                        s->n_vocab, 0, 0.0f, W_STD);
     return rc;
 }
 
@@ -284,10 +391,10 @@ static void kv_f32(struct wbuf *b, const char *arch, const char *key, float v)
     kv_key(b, arch, key, G_F32);
     put(b, &v, 4);
 }
-static void kv_bool(struct wbuf *b, const char *key, bool v)
+static void kv_bool(struct wbuf *b, const char *arch, const char *key, bool v)
 {
     uint8_t x = v;
-    kv_key(b, NULL, key, G_BOOL);
+    kv_key(b, arch, key, G_BOOL);
     put(b, &x, 1);
 }
 static void kv_str(struct wbuf *b, const char *key, const char *v)
@@ -360,6 +467,42 @@ static void put_vocab(struct wbuf *b, int n_vocab)
     }
 }
 
+/* The mixture-of-experts, MLA and YaRN keys, with llama.cpp's names (as core/model.c reads
+ * them). */
+static void put_moe_mla(struct wbuf *b, const struct porta_synth_shape *s, int n_layer)
+{
+    const char *a = s->arch;
+    char key[96];
+    if (s->n_expert) {
+        kv_u32(b, a, "expert_count", (uint32_t)s->n_expert);
+        kv_u32(b, a, "expert_used_count", (uint32_t)s->n_expert_used);
+        kv_u32(b, a, "expert_feed_forward_length", (uint32_t)s->n_ff_exp);
+    }
+    if (s->n_expert && strcmp(a, "qwen2moe") == 0)
+        kv_u32(b, a, "expert_shared_feed_forward_length", (uint32_t)s->n_ff_shexp);
+    if (strcmp(a, "deepseek2") == 0) {
+        int lead = s->n_layer_dense_lead < n_layer ? s->n_layer_dense_lead : n_layer;
+        kv_u32(b, a, "leading_dense_block_count", (uint32_t)lead);
+        kv_u32(b, a, "expert_shared_count", (uint32_t)s->n_expert_shared);
+        kv_f32(b, a, "expert_weights_scale", 1.0f);
+        kv_bool(b, a, "expert_weights_norm", false);
+        kv_u32(b, a, "expert_gating_func", 1);                  /* softmax */
+        if (s->q_lora_rank)
+            kv_u32(b, a, "attention.q_lora_rank", (uint32_t)s->q_lora_rank);
+        kv_u32(b, a, "attention.kv_lora_rank", (uint32_t)s->kv_lora_rank);
+        kv_u32(b, a, "attention.key_length", (uint32_t)(s->n_nope + s->n_rope));
+        kv_u32(b, a, "attention.value_length", (uint32_t)s->head_dim_v);
+        kv_u32(b, a, "rope.dimension_count", (uint32_t)s->n_rope);
+    }
+    if (s->yarn_factor > 0) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+        kv_str(b, key, "yarn");
+        kv_f32(b, a, "rope.scaling.factor", s->yarn_factor);
+        kv_u32(b, a, "rope.scaling.original_context_length", (uint32_t)s->yarn_orig_ctx);
+        kv_f32(b, a, "rope.scaling.yarn_log_multiplier", s->yarn_log_mul);
+    }
+}
+
 /* The file up to the tensor data: header, key/values, tensor infos, padding. */
 static int make_header(const struct porta_synth_shape *s, enum porta_synth_ftype ft, int n_layer,
                        const struct plan *p, struct wbuf *b)
@@ -383,13 +526,15 @@ static int make_header(const struct porta_synth_shape *s, enum porta_synth_ftype
     kv_u32(b, a, "attention.head_count_kv", (uint32_t)s->n_head_kv);
     kv_f32(b, a, "rope.freq_base", s->rope_base);
     kv_f32(b, a, "attention.layer_norm_rms_epsilon", s->rms_eps);
+    put_moe_mla(b, s, n_layer);
     kv_str(b, "tokenizer.ggml.model", "gpt2");
-    kv_str(b, "tokenizer.ggml.pre", strcmp(a, "qwen2") == 0 ? "qwen2" : "smollm");
+    kv_str(b, "tokenizer.ggml.pre", strncmp(a, "qwen2", 5) == 0 ? "qwen2"
+                                    : strcmp(a, "deepseek2") == 0 ? "deepseek-llm" : "smollm");
     put_vocab(b, s->n_vocab);                                   /* 3 keys */
     uint32_t eos = 256 + N_MERGES + 2;                           /* <|im_end|> */
     kv_u32(b, NULL, "tokenizer.ggml.bos_token_id", 256 + N_MERGES);
     kv_u32(b, NULL, "tokenizer.ggml.eos_token_id", eos);
-    kv_bool(b, "tokenizer.ggml.add_bos_token", false);
+    kv_bool(b, NULL, "tokenizer.ggml.add_bos_token", false);
     kv_str(b, "tokenizer.chat_template",
            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
            "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt "
@@ -499,6 +644,22 @@ static int check_shape(const struct porta_synth_shape *s, int n_layer)
                   s->n_head_kv, s->n_ff, s->n_vocab, 256 + N_MERGES + N_SPECIALS, n_layer);
         return PORTA_E_INVAL;
     }
+    bool moe_arch = strcmp(s->arch, "qwen2moe") == 0 || strcmp(s->arch, "deepseek2") == 0;
+    bool mla = strcmp(s->arch, "deepseek2") == 0;
+    if ((moe_arch && (s->n_expert <= 0 || s->n_ff_exp <= 0)) || s->n_expert < 0 ||
+        (s->n_expert && (s->n_expert_used < 1 || s->n_expert_used > s->n_expert ||
+                         s->n_ff_exp <= 0 || s->n_ff_shexp < 0)) ||
+        s->n_layer_dense_lead < 0 ||
+        (mla && (s->kv_lora_rank <= 0 || s->n_nope <= 0 || s->n_rope <= 0 || s->n_rope % 2 ||
+                 s->head_dim_v <= 0 || s->q_lora_rank < 0 ||
+                 s->n_expert_shared * s->n_ff_exp != s->n_ff_shexp)) ||
+        (s->yarn_factor > 0 && (s->yarn_factor < 1 || s->yarn_orig_ctx <= 0))) {
+        porta_err("synth: shape %s: expert or latent-attention sizes do not fit together "
+                  "(n_expert %d, n_expert_used %d, n_ff_exp %d, n_ff_shexp %d, kv_lora_rank %d)",
+                  s->name, s->n_expert, s->n_expert_used, s->n_ff_exp, s->n_ff_shexp,
+                  s->kv_lora_rank);
+        return PORTA_E_INVAL;
+    }
     return 0;
 }
 
@@ -544,7 +705,7 @@ int porta_synth_write(const char *path, const struct porta_synth_shape *s,
     for (int i = 0; i < p.n; i++) {
         const struct stensor *t = &p.t[i];
         uint64_t tseed = o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xC2B2AE3D27D4EB4Full + 1;
-        int64_t rows = (int64_t)t->ne[1];
+        int64_t rows = (int64_t)(t->ne[1] * t->ne[2]);
         int64_t per_chunk = (int64_t)(CHUNK_BYTES / t->row_bytes);
         struct job pj = { .t = t, .seed = tseed };
         if (o.pool_rows > 0 && rows > o.pool_rows) {

@@ -188,6 +188,39 @@ START_TEST(test_arch_mla_kv_f16)
 }
 END_TEST
 
+/* MLA's cache holds the compressed latent: per token and layer kv_lora_rank + rope dims
+ * elements (one row for all heads) and no value cache, for both deepseek2 reference files */
+START_TEST(test_arch_mla_kv_bytes)
+{
+    static const char *const files[] = { "arch/deepseek2-lite/model-f32.gguf",
+                                         "arch/deepseek3/model-f32.gguf" };
+    for (int f = 0; f < 2; f++) {
+        struct porta_backend_cfg cfg = { .threads = 1, .cpu_kernels = "scalar" };
+        struct porta_backend *be;
+        ck_assert_int_eq(porta_backend_open("cpu", &cfg, &be), 0);
+        struct porta_model *m;
+        ck_assert_int_eq(porta_model_load(tu_path(files[f]), be, &m), 0);
+        const struct porta_hparams *hp = &m->hp;
+        for (int kv = 0; kv < 2; kv++) {
+            struct porta_ctx_params cp = { .n_ctx = 40, .n_seq = 2, .n_batch = 8,
+                                           .kv_type = kv ? PORTA_F32 : PORTA_F16 };
+            struct porta_ctx *c;
+            ck_assert_int_eq(porta_ctx_create(m, &cp, &c), 0);
+            size_t es = kv ? 4 : 2, cells = 40 * 2;
+            size_t per_tok = (size_t)(hp->kv_lora_rank + hp->n_rope) * (size_t)hp->n_layer * es;
+            ck_assert_uint_eq(porta_be_buf_size(be, c->k_cache), per_tok * cells);
+            ck_assert_ptr_null(c->v_cache);
+            /* smaller than the expanded keys and values would be */
+            ck_assert_uint_lt(per_tok, (size_t)hp->n_head * (hp->head_dim + hp->head_dim_v) *
+                                           (size_t)hp->n_layer * es);
+            porta_ctx_destroy(c);
+        }
+        porta_model_destroy(m);
+        porta_backend_close(be);
+    }
+}
+END_TEST
+
 /* Newer llama.cpp converters store DeepSeek's attn_kv_b split per head into attn_k_b
  * [n_nope, kv_lora, n_head] (transposed: the absorbed form) and attn_v_b [kv_lora, v, n_head].
  * Rewrites an F32 deepseek2 file that way (model keys and tensors only) into a temporary file
@@ -320,6 +353,7 @@ int main(void)
     tcase_add_loop_test(tc, test_arch_moe, 0, 2 * (int)(sizeof moe_archs / sizeof moe_archs[0]));
     tcase_add_test(tc, test_arch_mla_kv_f16);
     tcase_add_test(tc, test_arch_mla_split_kv_b);
+    tcase_add_test(tc, test_arch_mla_kv_bytes);
     suite_add_tcase(s, tc);
     TCase *tq = tcase_create("quant");
     tcase_set_timeout(tq, 600);
