@@ -70,22 +70,34 @@ int porta_backend_open(const char *name, const struct porta_backend_cfg *cfg,
     return 0;
 }
 
+#define BACKEND_ORDER_MAX 8 /* reasons kept for the final error */
+
 int porta_backend_open_first(const char *const *order, const struct porta_backend_cfg *cfgs, int n,
                              struct porta_backend **out)
 {
     *out = NULL;
     int rc = PORTA_E_NOTFOUND;
+    /* why each entry failed: logged as errors only when no entry opens (a machine without a GPU
+     * running the default order hip, opencl, cpu is not an error) */
+    char why[BACKEND_ORDER_MAX][256];
     for (int i = 0; i < n; i++) {
+        bool last = i + 1 == n;
+        porta_log_demote(!last);
         rc = porta_backend_open(order[i], cfgs ? &cfgs[i] : NULL, out);
+        porta_log_demote(false);
         if (rc == 0) {
             if (i > 0)
                 porta_info("using backend %s (entry %d of backend.order)", (*out)->desc, i + 1);
             return 0;
         }
-        if (i + 1 < n)
+        if (i < BACKEND_ORDER_MAX)
+            snprintf(why[i], sizeof why[i], "%s", porta_log_last_error());
+        if (!last)
             porta_info("backend %s unavailable (%s), trying %s", order[i], porta_strerror(rc),
                        order[i + 1]);
     }
+    for (int i = 0; i + 1 < n && i < BACKEND_ORDER_MAX; i++)
+        porta_err("backend %s: %s", order[i], why[i]);
     porta_err(n ? "no backend in backend.order could be opened" : "backend.order is empty");
     return rc;
 }

@@ -10,6 +10,7 @@ static enum porta_log_level g_level = PORTA_LOG_INFO;
 static porta_log_fn g_sink;
 static void *g_sink_user;
 static _Thread_local char t_last[1024];
+static _Thread_local bool t_demote;
 
 const char *porta_strerror(int status)
 {
@@ -38,12 +39,17 @@ void porta_log_set_sink(porta_log_fn fn, void *user)
 
 const char *porta_log_last_error(void) { return t_last; }
 
+void porta_log_demote(bool on) { t_demote = on; }
+
 void porta_vlog(enum porta_log_level level, const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    if (level >= PORTA_LOG_WARN)
+    if (level >= PORTA_LOG_WARN) {
         memcpy(t_last, msg, sizeof t_last);
+        if (t_demote)
+            level = PORTA_LOG_INFO;
+    }
     if (level < g_level)
         return;
     if (g_sink) {

@@ -37,6 +37,10 @@ typedef void (*porta_log_fn)(enum porta_log_level level, const char *msg, void *
 void porta_log_set_sink(porta_log_fn fn, void *user);
 /* The last message logged at WARN or above (thread-local), for tests and the CLI. */
 const char *porta_log_last_error(void);
+/* While on (per thread), WARN and ERROR messages are logged at INFO and still kept as the last
+ * error: for attempts whose failure is expected and handled, like a backend in backend.order
+ * that a later one replaces. */
+void porta_log_demote(bool on);
 
 #define porta_err(...)  porta_log(PORTA_LOG_ERROR, __VA_ARGS__)
 #define porta_warn(...) porta_log(PORTA_LOG_WARN, __VA_ARGS__)
