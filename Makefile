@@ -75,11 +75,11 @@ ifeq ($(HAVE_OPENCL),1)
 endif
 
 # ==== HIP backend (backends/hip) ========================================== begin HIP block ====
-# AMD GPUs: kernels/cl compiled by hipcc through kernels/hip_prelude.h into one code-object
+# AMD GPUs: kernels/cl compiled by hipcc through kernels/gpu_prelude.h into one code-object
 # bundle per target of HIP_TARGETS (parallel under -j), embedded into the binary; the HIP
 # runtime is loaded at run time, so the binary still starts (and falls back) without ROCm.
 # `make cuda`: the same backend for NVIDIA GPUs in build-cuda/porta (nvcc through
-# kernels/cuda_prelude.h; host code through backends/hip/hip_cuda.h; CUDA runtime linked
+# kernels/gpu_prelude.h; host code through backends/hip/hip_cuda.h; CUDA runtime linked
 # statically). Device code depends only on the kernels, so every build shares $(HIP_DIR).
 HIPCC        ?= $(shell command -v hipcc 2>/dev/null)
 NVCC         ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
@@ -118,8 +118,8 @@ ifeq ($(HAVE_HIP),1)
 endif
 
 # one translation unit: the prelude, the other kernels/cl headers, the .cl files (sorted)
-$(HIP_DIR)/kernels.hip: kernels/hip_prelude.h $(HIP_UNIT)
-$(HIP_DIR)/kernels.cu: kernels/cuda_prelude.h $(HIP_UNIT)
+$(HIP_DIR)/kernels.hip: kernels/gpu_prelude.h $(HIP_UNIT)
+$(HIP_DIR)/kernels.cu: kernels/gpu_prelude.h $(HIP_UNIT)
 $(HIP_DIR)/kernels.hip $(HIP_DIR)/kernels.cu:
 	@mkdir -p $(dir $@)
 	@{ cat $<; for f in $(HIP_UNIT); do printf '#line 1 "%s"\n' "$$f"; cat "$$f"; done; } > $@.tmp && mv $@.tmp $@

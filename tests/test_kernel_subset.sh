@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_kernel_subset.sh - proves that kernels/cl is written in the common subset: compiles the
 # kernel sources as one translation unit (prelude, the other headers, every .cl, the order the
-# backends use) through kernels/hip_prelude.h with hipcc and kernels/cuda_prelude.h with nvcc,
+# backends use) through kernels/gpu_prelude.h with hipcc and with nvcc,
 # when those compilers are present. Prints what it checked; exits non-zero on any failure.
 # Usage: tests/test_kernel_subset.sh [kernel dir]   (HIPCC, NVCC override the compilers)
 set -u
@@ -24,7 +24,7 @@ nkern=$(ls "$kdir"/*.cl 2>/dev/null | wc -l)
 [ "$nkern" -gt 0 ] || { echo "check_kernel_subset: no .cl files in $kdir"; exit 1; }
 
 if [ -n "$HIPCC" ] && [ -x "$HIPCC" ]; then
-    unit "$root/kernels/hip_prelude.h" > "$tmp/all.hip"
+    unit "$root/kernels/gpu_prelude.h" > "$tmp/all.hip"
     if "$HIPCC" --genco --offload-arch=gfx906 --offload-arch=gfx1030 -O2 -Werror=implicit-function-declaration \
             -x hip "$tmp/all.hip" -o "$tmp/all.hsaco" 2> "$tmp/hip.log"; then
         cat "$tmp/hip.log"; echo "check_kernel_subset: hipcc (gfx906, gfx1030): $nkern kernel files OK"
@@ -37,7 +37,7 @@ else
 fi
 
 if [ -n "$NVCC" ] && [ -x "$NVCC" ]; then
-    unit "$root/kernels/cuda_prelude.h" > "$tmp/all.cu"
+    unit "$root/kernels/gpu_prelude.h" > "$tmp/all.cu"
     if "$NVCC" -cubin -arch=sm_80 -O2 -x cu "$tmp/all.cu" -o "$tmp/all.cubin" 2> "$tmp/cuda.log"; then
         cat "$tmp/cuda.log"; echo "check_kernel_subset: nvcc (sm_80): $nkern kernel files OK"
     else

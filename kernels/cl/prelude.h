@@ -1,6 +1,6 @@
 /* prelude.h - the OpenCL C 1.2 side of porta's kernel dialect. Every kernel file in kernels/cl
- * is plain C plus these macros; kernels/hip_prelude.h and kernels/cuda_prelude.h define the
- * same names for hipcc and nvcc, so one kernel source runs on all three.
+ * is plain C plus these macros; kernels/gpu_prelude.h defines the same names for hipcc and
+ * nvcc, so one kernel source runs on all three.
  * The backend puts this file first, then the other .h files, then the .cl files, into one
  * translation unit (no #include between kernel files). */
 

@@ -1,9 +1,15 @@
-/* cuda_prelude.h - the CUDA side of porta's kernel dialect: the same macros as
- * kernels/cl/prelude.h, so nvcc compiles the kernels/cl sources unchanged (-x cu; this file
- * first, then the other kernels/cl headers, then the .cl files, as one translation unit).
- * Nothing here assumes a warp size. */
+/* gpu_prelude.h - the HIP and CUDA side of porta's kernel dialect: the same macros as
+ * kernels/cl/prelude.h, so hipcc (-x hip) and nvcc (-x cu) compile the kernels/cl sources
+ * unchanged (this file first, then the other kernels/cl headers, then the .cl files, as one
+ * translation unit). HIP's device API mirrors CUDA's, so only the headers and the target macro
+ * differ. Nothing here assumes a warp size (32 or 64 lanes). */
+#if defined(__HIP__) || defined(__HIPCC__)
+#include <hip/hip_runtime.h>
+#include <hip/hip_fp16.h>
+#else
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
+#endif
 #include <stdint.h>
 
 #define KERNEL extern "C" __global__ void
@@ -47,4 +53,8 @@ typedef int64_t i64;
 /* before a loop with a compile-time trip count: unroll it fully (keeps arrays in registers) */
 #define UNROLL _Pragma("unroll")
 
+#if defined(__HIP__) || defined(__HIPCC__)
+#define PORTA_TARGET_HIP 1
+#else
 #define PORTA_TARGET_CUDA 1
+#endif
