@@ -868,10 +868,16 @@ START_TEST(test_mla_reference)
 }
 END_TEST
 
-static void run_mla(struct porta_backend *be, const char *label, enum porta_dtype kvt, int H,
-                    int lat, int rope, int n_seq)
+/* long: a context past the kernels' 64-position softmax chunks and 16-row conversion blocks */
+static void run_mla_ctx(struct porta_backend *be, const char *label, enum porta_dtype kvt,
+                        int H, int lat, int rope, int n_seq, bool long_ctx)
 {
-    int n_ctx = 40, row = lat + rope, steps[] = { 13, 1, 1, 7 };
+    int n_ctx = long_ctx ? 160 : 40, row = lat + rope;
+    int steps[4] = { 13, 1, 1, 7 };
+    if (long_ctx) {
+        steps[0] = 70;
+        steps[3] = 61;
+    }
     size_t es = kvt == PORTA_F16 ? 2 : 4, cn = (size_t)n_ctx * n_seq * row * es;
     void *cache = calloc(1, cn);
     struct porta_buf *cb = mkbuf(be, NULL, cn);
@@ -879,7 +885,7 @@ static void run_mla(struct porta_backend *be, const char *label, enum porta_dtyp
     for (size_t st = 0; st < sizeof steps / sizeof steps[0]; st++)
         for (int s = 0; s < n_seq; s++) {
             int n_tok = steps[st];
-            int32_t pos[16], seq[16];
+            int32_t pos[128], seq[128];
             for (int t = 0; t < n_tok; t++) {
                 pos[t] = past[s] + t;
                 seq[t] = s;
@@ -949,6 +955,12 @@ static void run_mla(struct porta_backend *be, const char *label, enum porta_dtyp
     free(cache);
 }
 
+static void run_mla(struct porta_backend *be, const char *label, enum porta_dtype kvt, int H,
+                    int lat, int rope, int n_seq)
+{
+    run_mla_ctx(be, label, kvt, H, lat, rope, n_seq, false);
+}
+
 START_TEST(test_attention_mla)
 {
     struct porta_backend *be = open_target(&targets[_i]);
@@ -958,6 +970,8 @@ START_TEST(test_attention_mla)
     run_mla(be, l, PORTA_F32, 4, 32, 16, 1);   /* the deepseek2 test models' shape */
     run_mla(be, l, PORTA_F16, 16, 64, 16, 2);  /* more heads, two sequences */
     run_mla(be, l, PORTA_F32, 3, 37, 6, 1);    /* odd sizes */
+    run_mla_ctx(be, l, PORTA_F16, 8, 128, 32, 1, true); /* 134 positions: several chunks */
+    run_mla_ctx(be, l, PORTA_F32, 5, 40, 8, 2, true);
     porta_backend_close(be);
 }
 END_TEST

@@ -18,7 +18,8 @@ struct mla_job {
     const uint8_t *cache;
     int hb;                         /* heads per unit */
     int units_per_tok;
-    float *scratch;                 /* per thread: hb * n_ctx scores, a row, hb sums */
+    float *scratch;                 /* per thread: hb * n_ctx scores, a row, hb sums (with
+                                       k->attn: hb query rows, the kernel's scratch) */
     size_t per_thread;              /* floats */
 };
 
@@ -32,10 +33,47 @@ static const float *cache_row(const struct mla_job *j, size_t cell, float *buf)
     return buf;
 }
 
+/* The kernel set's flash-attention rows (k->attn) over the latent cache: a cache row is the
+ * key [latent | rope] (dk = the whole row) and its latent part the value (dv = lat, the same
+ * memory, same stride); the unit's query rows are assembled as [q_lat | q_rope]. */
+static void mla_units_attn(struct mla_job *j, int ith, int nth)
+{
+    const struct porta_attn_params *p = j->p;
+    int H = p->n_head, row = p->head_dim_k, lat = p->head_dim_v, rope = row - lat;
+    size_t esz = p->kv_type == PORTA_F16 ? 2 : 4;
+    float *qbuf = j->scratch + (size_t)ith * j->per_thread;
+    float *as = qbuf + (((size_t)j->hb * (size_t)row + 15) & ~(size_t)15);
+    long lo, hi;
+    porta_split((long)p->n_tok * j->units_per_tok, ith, nth, &lo, &hi);
+    for (long u = lo; u < hi; u++) {
+        int t = (int)(u / j->units_per_tok), h0 = (int)(u % j->units_per_tok) * j->hb;
+        int h1 = h0 + j->hb < H ? h0 + j->hb : H;
+        size_t base = (size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx;
+        for (int h = h0; h < h1; h++) {
+            size_t q = (size_t)t * H + h;
+            memcpy(qbuf + (size_t)(h - h0) * row, j->ql + q * lat, sizeof(float) * (size_t)lat);
+            memcpy(qbuf + (size_t)(h - h0) * row + lat, j->qr + q * rope,
+                   sizeof(float) * (size_t)rope);
+        }
+        struct porta_attn_rows a = {
+            .q = qbuf, .o = j->out + ((size_t)t * H + h0) * lat,
+            .k = j->cache + base * row * esz, .v = j->cache + base * row * esz,
+            .k_stride = (size_t)row, .v_stride = (size_t)row,
+            .n_q = h1 - h0, .dk = row, .dv = lat, .n_kv = p->pos[t] + 1, .scale = p->scale,
+            .f16 = p->kv_type == PORTA_F16, .scratch = as,
+        };
+        j->k->attn(&a);
+    }
+}
+
 static void mla_units(void *arg, int ith, int nth)
 {
     struct mla_job *j = arg;
     const struct porta_attn_params *p = j->p;
+    if (j->k->attn) {
+        mla_units_attn(j, ith, nth);
+        return;
+    }
     porta_vec_dot_fn dot = j->k->vec_dot[PORTA_F32];
     int H = p->n_head, lat = p->head_dim_v, rope = p->head_dim_k - lat;
     float *sc = j->scratch + (size_t)ith * j->per_thread;
@@ -116,7 +154,13 @@ int porta_cpu_attention_mla(struct porta_backend *be, struct porta_view out,
                          .qr = (const float *)porta_cpu_ptr(q_rope), .cache = cache, .hb = hb,
                          .units_per_tok = (p->n_head + hb - 1) / hb };
     j.per_thread = (size_t)hb * p->n_ctx + (size_t)row + (size_t)hb;
-    j.scratch = malloc(sizeof(float) * j.per_thread * (size_t)nth);
+    if (k->attn) {  /* query rows, then the kernel's scratch, each 64-byte aligned */
+        size_t fa = (((size_t)hb * (size_t)row + 15) & ~(size_t)15) +
+                    porta_attn_scratch_floats(hb, row, lat);
+        j.per_thread = fa;
+    }
+    j.per_thread = (j.per_thread + 15) & ~(size_t)15; /* 64-byte aligned slices */
+    j.scratch = aligned_alloc(64, sizeof(float) * j.per_thread * (size_t)nth);
     if (!j.scratch) {
         porta_err("cpu: out of memory for attention_mla scratch");
         return PORTA_E_NOMEM;
