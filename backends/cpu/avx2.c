@@ -837,71 +837,92 @@ ALWAYS void unpack_nib(int type, const uint8_t *blk, int h, __m256i u[8])
     }
 }
 
+/* acc + one token's products with rows 8h..8h+7 of an unpacked Q4_0 / Q4_1 / Q5_0 block u
+ * (scales dw; yq the token's quantized block, m its scale, sum and offset correction) */
+ALWAYS __m256 blk32_tok(int type, const __m256i u[8], __m256 dw, const uint8_t *blk, int h,
+                        const uint8_t *yq, const struct porta_act32 *m, __m256 acc)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s32;
+    if (type == PORTA_Q5_0) {   /* 5-bit weights: two int16 sums of 4 steps */
+        __m256i lo = _mm256_maddubs_epi16(u[0], bcast4(yq));
+        __m256i hi = _mm256_maddubs_epi16(u[4], bcast4(yq + 16));
+#pragma GCC unroll 3
+        for (int s = 1; s < 4; s++) {
+            lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
+            hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[s + 4], bcast4(yq + 16 + 4 * s)));
+        }
+        s32 = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+    } else {
+        __m256i s16 = _mm256_maddubs_epi16(u[0], bcast4(yq));
+#pragma GCC unroll 7
+        for (int s = 1; s < 8; s++)
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
+        s32 = _mm256_madd_epi16(s16, ones);
+    }
+    if (type != PORTA_Q4_1)
+        s32 = _mm256_add_epi32(s32, _mm256_set1_epi32(m->corr));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(m->d)), acc);
+    if (type == PORTA_Q4_1)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h))),
+                              _mm256_set1_ps(m->s), acc);
+    return acc;
+}
+
 /* Q4_0 / Q4_1 / Q5_0, rows 8h..8h+7 of one block: acc[t] (8 floats) += the block's products */
 ALWAYS void blk32_half(int type, int NT, const uint8_t *blk, int b, int h, const uint8_t *act,
                        size_t as, int64_t n_cols, float (*acc)[8])
 {
-    const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
     __m256i u[8];
     unpack_nib(type, blk, h, u);
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++) {
-        const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b;
+        const uint8_t *a = act + (size_t)t * as;
         const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
-        __m256i s32;
-        if (type == PORTA_Q5_0) {   /* 5-bit weights: two int16 sums of 4 steps */
-            __m256i lo = _mm256_maddubs_epi16(u[0], bcast4(yq));
-            __m256i hi = _mm256_maddubs_epi16(u[4], bcast4(yq + 16));
-#pragma GCC unroll 3
-            for (int s = 1; s < 4; s++) {
-                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
-                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[s + 4], bcast4(yq + 16 + 4 * s)));
-            }
-            s32 = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
-        } else {
-            __m256i s16 = _mm256_maddubs_epi16(u[0], bcast4(yq));
-#pragma GCC unroll 7
-            for (int s = 1; s < 8; s++)
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
-            s32 = _mm256_madd_epi16(s16, ones);
-        }
-        if (type != PORTA_Q4_1)
-            s32 = _mm256_add_epi32(s32, _mm256_set1_epi32(m->corr));
-        __m256 r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(m->d)),
-                                   _mm256_load_ps(acc[t]));
-        if (type == PORTA_Q4_1)
-            r = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h))),
-                                _mm256_set1_ps(m->s), r);
-        _mm256_store_ps(acc[t], r);
+        _mm256_store_ps(acc[t], blk32_tok(type, u, dw, blk, h, a + 32 * b, m,
+                                          _mm256_load_ps(acc[t])));
     }
 }
 
-/* Q8_0, rows 8h..8h+7 of one block: signed weights; maddubs(|w|, y * sign(w)) per step, int16
- * pairs widened per step (two of them could saturate) */
+/* one token's int32 sums over 4 steps of a Q8_0 half-block: q the signed weights, aq = |q|;
+ * maddubs(|w|, y * sign(w)) per step, int16 pairs widened per step (two could saturate) */
+ALWAYS __m256i q8_0_steps4(const __m256i q[4], const __m256i aq[4], const uint8_t *yq)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s32 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int s = 0; s < 4; s++) {
+        __m256i p = _mm256_maddubs_epi16(aq[s], _mm256_sign_epi8(bcast4(yq + 4 * s), q[s]));
+        s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
+    }
+    return s32;
+}
+
+/* q and |q| of steps 4*half .. 4*half+3 of rows 8h..8h+7 of a repacked Q8_0 block */
+ALWAYS void q8_0_load4(const uint8_t *blk, int half, int h, __m256i q[4], __m256i aq[4])
+{
+#pragma GCC unroll 4
+    for (int s = 0; s < 4; s++) {
+        q[s] = loadu(blk + 32 + 64 * (4 * half + s) + 32 * h);
+        aq[s] = _mm256_sign_epi8(q[s], q[s]);
+    }
+}
+
+/* Q8_0, rows 8h..8h+7 of one block: acc[t] (8 floats) += the block's products */
 ALWAYS void blk_q8_0_half(int NT, const uint8_t *blk, int b, int h, const uint8_t *act, size_t as,
                           int64_t n_cols, float (*acc)[8])
 {
-    const __m256i ones = _mm256_set1_epi16(1);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
 #pragma GCC unroll 2
     for (int half = 0; half < 2; half++) {      /* 4 steps at a time: w and |w| in 8 regs */
         __m256i q[4], aq[4];
-#pragma GCC unroll 4
-        for (int s = 0; s < 4; s++) {
-            q[s] = loadu(blk + 32 + 64 * (4 * half + s) + 32 * h);
-            aq[s] = _mm256_sign_epi8(q[s], q[s]);
-        }
+        q8_0_load4(blk, half, h, q, aq);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b + 16 * half;
+            const uint8_t *a = act + (size_t)t * as;
             const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
-            __m256i s32 = _mm256_setzero_si256();
-#pragma GCC unroll 4
-            for (int s = 0; s < 4; s++) {
-                __m256i p = _mm256_maddubs_epi16(aq[s], _mm256_sign_epi8(bcast4(yq + 4 * s), q[s]));
-                s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
-            }
+            __m256i s32 = q8_0_steps4(q, aq, a + 32 * b + 16 * half);
             _mm256_store_ps(acc[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32),
                                                     _mm256_mul_ps(dw, _mm256_set1_ps(m->d)),
                                                     _mm256_load_ps(acc[t])));
@@ -916,7 +937,6 @@ ALWAYS void tile32_half2(int type, int NT, int nb, const uint8_t *w, int h, cons
                         size_t as, int64_t n_cols, float *y, size_t ys, int nr)
 {
     const size_t bb = blk32_bytes(type);
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[NT2];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
@@ -930,32 +950,9 @@ ALWAYS void tile32_half2(int type, int NT, int nb, const uint8_t *w, int h, cons
         unpack_nib(type, blk, h, u);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b;
+            const uint8_t *a = act + (size_t)t * as;
             const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
-            __m256i s32;
-            if (type == PORTA_Q5_0) {   /* 5-bit weights: two int16 sums of 4 steps */
-                __m256i lo = _mm256_maddubs_epi16(u[0], bcast4(yq));
-                __m256i hi = _mm256_maddubs_epi16(u[4], bcast4(yq + 16));
-#pragma GCC unroll 3
-                for (int s = 1; s < 4; s++) {
-                    lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
-                    hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[s + 4], bcast4(yq + 16 + 4 * s)));
-                }
-                s32 = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
-            } else {
-                __m256i s16 = _mm256_maddubs_epi16(u[0], bcast4(yq));
-#pragma GCC unroll 7
-                for (int s = 1; s < 8; s++)
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[s], bcast4(yq + 4 * s)));
-                s32 = _mm256_madd_epi16(s16, ones);
-            }
-            if (type != PORTA_Q4_1)
-                s32 = _mm256_add_epi32(s32, _mm256_set1_epi32(m->corr));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(m->d)),
-                                     acc[t]);
-            if (type == PORTA_Q4_1)
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(
-                             (const __m128i *)(blk + 32 + 16 * h))), _mm256_set1_ps(m->s), acc[t]);
+            acc[t] = blk32_tok(type, u, dw, blk, h, a + 32 * b, m, acc[t]);
         }
     }
 #pragma GCC unroll 4
@@ -967,7 +964,6 @@ ALWAYS void tile32_half2(int type, int NT, int nb, const uint8_t *w, int h, cons
 ALWAYS void tile_q8_0_half2(int NT, int nb, const uint8_t *w, int h, const uint8_t *act, size_t as,
                            int64_t n_cols, float *y, size_t ys, int nr)
 {
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[NT2];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
@@ -980,21 +976,12 @@ ALWAYS void tile_q8_0_half2(int NT, int nb, const uint8_t *w, int h, const uint8
 #pragma GCC unroll 2
         for (int half = 0; half < 2; half++) {      /* 4 steps at a time: w and |w| in 8 regs */
             __m256i q[4], aq[4];
-#pragma GCC unroll 4
-            for (int s = 0; s < 4; s++) {
-                q[s] = loadu(blk + 32 + 64 * (4 * half + s) + 32 * h);
-                aq[s] = _mm256_sign_epi8(q[s], q[s]);
-            }
+            q8_0_load4(blk, half, h, q, aq);
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
-                const uint8_t *a = act + (size_t)t * as, *yq = a + 32 * b + 16 * half;
+                const uint8_t *a = act + (size_t)t * as;
                 const struct porta_act32 *m = (const struct porta_act32 *)(a + n_cols) + b;
-                __m256i s32 = _mm256_setzero_si256();
-#pragma GCC unroll 4
-                for (int s = 0; s < 4; s++) {
-                    __m256i p = _mm256_maddubs_epi16(aq[s], _mm256_sign_epi8(bcast4(yq + 4 * s), q[s]));
-                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
-                }
+                __m256i s32 = q8_0_steps4(q, aq, a + 32 * b + 16 * half);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32),
                                          _mm256_mul_ps(dw, _mm256_set1_ps(m->d)), acc[t]);
             }
