@@ -248,6 +248,22 @@ static int stage(struct cl_ctx *c, const void *src, size_t n, cl_ulong *off)
     return 0;
 }
 
+/* An attention call's positions (and sequence ids when it has them) staged as int32 arrays;
+ * *po and *so receive their element offsets in the staging buffer (*so 0 without seq). */
+static int stage_pos_seq(struct cl_ctx *c, const struct porta_attn_params *p, cl_ulong *po,
+                         cl_ulong *so)
+{
+    int rc;
+    *so = 0;
+    if ((rc = stage(c, p->pos, sizeof(int32_t) * (size_t)p->n_tok, po)))
+        return rc;
+    if (p->seq && (rc = stage(c, p->seq, sizeof(int32_t) * (size_t)p->n_tok, so)))
+        return rc;
+    *po /= 4;
+    *so /= 4;
+    return 0;
+}
+
 /* byte offset of a view as an element index of size es; false (logged) when misaligned */
 static bool elem_off(struct porta_view v, size_t es, const char *what, cl_ulong *out)
 {
@@ -845,12 +861,8 @@ static int cl_attention(struct porta_backend *be, struct porta_view out, struct 
     int lsz = att_lsz_for(c, p->head_dim_k, p->head_dim_v);
     if (lsz < 0)
         return PORTA_E_UNSUPPORTED;
-    if ((rc = stage(c, p->pos, sizeof(int32_t) * (size_t)p->n_tok, &po)))
+    if ((rc = stage_pos_seq(c, p, &po, &so)))
         return rc;
-    if (p->seq && (rc = stage(c, p->seq, sizeof(int32_t) * (size_t)p->n_tok, &so)))
-        return rc;
-    po /= 4;
-    so /= 4;
     cl_int has_seq = p->seq != NULL, nh = p->n_head, nkv = p->n_head_kv, dk = p->head_dim_k,
            dv = p->head_dim_v, n_ctx = p->n_ctx;
     float scale = p->scale;
@@ -1007,12 +1019,8 @@ static int cl_attention_mla(struct porta_backend *be, struct porta_view out,
     int lsz = att_lsz_for(c, p->head_dim_k, p->head_dim_v);
     if (lsz < 0)
         return PORTA_E_UNSUPPORTED;
-    if ((rc = stage(c, p->pos, sizeof(int32_t) * (size_t)p->n_tok, &po)))
+    if ((rc = stage_pos_seq(c, p, &po, &so)))
         return rc;
-    if (p->seq && (rc = stage(c, p->seq, sizeof(int32_t) * (size_t)p->n_tok, &so)))
-        return rc;
-    po /= 4;
-    so /= 4;
     cl_int has_seq = p->seq != NULL, nh = p->n_head, lat = p->head_dim_v, dk = p->head_dim_k,
            n_ctx = p->n_ctx;
     float scale = p->scale;
