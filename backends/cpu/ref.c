@@ -123,6 +123,26 @@ static float kv_get(const void *cache, enum porta_dtype type, size_t idx)
                              : ((const float *)cache)[idx];
 }
 
+/* o[0..n) = sum over j < n_kv of softmax(sc)[j] * cache row j, with mx = max(sc) and row j
+ * starting at element first + j * stride; sc is overwritten with e^(sc - mx) */
+static void softmax_rows(float *o, float *sc, int n_kv, float mx, const void *cache,
+                         enum porta_dtype type, size_t first, size_t stride, int n)
+{
+    double sum = 0;
+    for (int j = 0; j < n_kv; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    for (int i = 0; i < n; i++)
+        o[i] = 0;
+    for (int j = 0; j < n_kv; j++) {
+        size_t cell = first + (size_t)j * stride;
+        float wgt = (float)(sc[j] / sum);
+        for (int i = 0; i < n; i++)
+            o[i] += wgt * kv_get(cache, type, cell + i);
+    }
+}
+
 int porta_ref_attention(float *out, const float *q, const float *k, const float *v,
                          void *k_cache, void *v_cache, const struct porta_attn_params *p)
 {
@@ -151,20 +171,8 @@ int porta_ref_attention(float *out, const float *q, const float *k, const float 
                 sc[j] = d * p->scale;
                 mx = fmaxf(mx, sc[j]);
             }
-            double sum = 0;
-            for (int j = 0; j < n_kv; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float *o = out + ((size_t)t * p->n_head + h) * dv;
-            for (int i = 0; i < dv; i++)
-                o[i] = 0;
-            for (int j = 0; j < n_kv; j++) {
-                size_t cell = ((base + j) * nkv + hk) * dv;
-                float wgt = (float)(sc[j] / sum);
-                for (int i = 0; i < dv; i++)
-                    o[i] += wgt * kv_get(v_cache, p->kv_type, cell + i);
-            }
+            softmax_rows(out + ((size_t)t * p->n_head + h) * dv, sc, n_kv, mx, v_cache,
+                         p->kv_type, (base * nkv + hk) * dv, (size_t)nkv * dv, dv);
         }
     }
     free(sc);
@@ -361,20 +369,8 @@ int porta_ref_attention_mla(float *out, const float *q_lat, const float *q_rope,
                 sc[j] = d * p->scale;
                 mx = fmaxf(mx, sc[j]);
             }
-            double sum = 0;
-            for (int j = 0; j < n_kv; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float *o = out + ((size_t)t * p->n_head + h) * lat;
-            for (int i = 0; i < lat; i++)
-                o[i] = 0;
-            for (int j = 0; j < n_kv; j++) {
-                size_t cell = (base + j) * row;
-                float wgt = (float)(sc[j] / sum);
-                for (int i = 0; i < lat; i++)
-                    o[i] += wgt * kv_get(cache, p->kv_type, cell + i);
-            }
+            softmax_rows(out + ((size_t)t * p->n_head + h) * lat, sc, n_kv, mx, cache,
+                         p->kv_type, base * row, (size_t)row, lat);
         }
     }
     free(sc);
