@@ -106,37 +106,49 @@ static const enum porta_dtype wtypes[] = {
 };
 #define N_WTYPES (int)(sizeof wtypes / sizeof wtypes[0])
 
-static void *make_weights(enum porta_dtype t, int64_t rows, int64_t cols, unsigned seed,
-                          size_t *row_bytes)
+/* rows of random values in [-amp, amp] in type t */
+static void *make_weights_amp(enum porta_dtype t, int64_t rows, int64_t cols, unsigned seed,
+                              float amp, size_t *row_bytes)
 {
     *row_bytes = porta_row_size(t, cols);
     uint8_t *w = malloc(*row_bytes * rows);
     float *f = malloc(sizeof(float) * cols);
     for (int64_t r = 0; r < rows; r++) {
-        tu_fill(f, cols, seed * 1000 + r, 1.0f);
+        tu_fill(f, cols, seed * 1000 + r, amp);
         ck_assert_int_eq(porta_quantize_row(t, f, w + r * *row_bytes, cols), 0);
     }
     free(f);
     return w;
 }
 
-static void run_matmul(struct porta_backend *be, const char *label, enum porta_dtype t,
-                       int64_t rows, int64_t cols, int n_tok)
+static void *make_weights(enum porta_dtype t, int64_t rows, int64_t cols, unsigned seed,
+                          size_t *row_bytes)
+{
+    return make_weights_amp(t, rows, cols, seed, 1.0f, row_bytes);
+}
+
+static void run_matmul_amp(struct porta_backend *be, const char *label, enum porta_dtype t,
+                           int64_t rows, int64_t cols, int n_tok, float amp)
 {
     size_t rb;
-    void *w = make_weights(t, rows, cols, (unsigned)(rows + cols + t), &rb);
+    void *w = make_weights_amp(t, rows, cols, (unsigned)(rows + cols + t), amp, &rb);
     float *x = malloc(sizeof(float) * cols * n_tok), *y = malloc(sizeof(float) * rows * n_tok),
           *yr = malloc(sizeof(float) * rows * n_tok);
     tu_fill(x, (size_t)cols * n_tok, 7 + n_tok, 2.0f);
     ck_assert_int_eq(porta_ref_matmul(yr, w, t, rows, cols, rb, x, n_tok), 0);
+    float ref_max = 0;
+    for (int64_t i = 0; i < rows * n_tok; i++)
+        ref_max = fabsf(yr[i]) > ref_max ? fabsf(yr[i]) : ref_max;
+    ck_assert_msg(ref_max > 0, "matmul %s: the reference product is all zeros (amp %g)",
+                  porta_dtype_name(t), amp);
 
     struct porta_buf *wb = mkbuf(be, w, rb * rows), *xb = mkbuf(be, x, sizeof(float) * cols * n_tok),
                      *yb = mkbuf(be, NULL, sizeof(float) * rows * n_tok);
     struct porta_weight W = { .type = t, .n_rows = rows, .n_cols = cols, .n_mat = 1,
                               .row_bytes = rb, .buf = wb, .off = 0, .name = "test" };
     char what[96];
-    snprintf(what, sizeof what, "matmul %s [%lld x %lld] x %d tok", porta_dtype_name(t),
-             (long long)rows, (long long)cols, n_tok);
+    snprintf(what, sizeof what, "matmul %s [%lld x %lld] x %d tok (weights within %g)",
+             porta_dtype_name(t), (long long)rows, (long long)cols, n_tok, amp);
     if (!porta_be_supports(be, PORTA_OP_MATMUL, t)) {
         printf("UNSUPPORTED %s %s\n", label, what);
     } else {
@@ -156,6 +168,12 @@ static void run_matmul(struct porta_backend *be, const char *label, enum porta_d
     free(yr);
 }
 
+static void run_matmul(struct porta_backend *be, const char *label, enum porta_dtype t,
+                       int64_t rows, int64_t cols, int n_tok)
+{
+    run_matmul_amp(be, label, t, rows, cols, n_tok, 1.0f);
+}
+
 START_TEST(test_matmul)
 {
     struct porta_backend *be = open_target(&targets[_i]);
@@ -170,6 +188,28 @@ START_TEST(test_matmul)
         run_matmul(be, targets[_i].label, t, 67, c2, 1);
         run_matmul(be, targets[_i].label, t, 19, c2, 7);
         run_matmul(be, targets[_i].label, t, 130, c1, 33);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
+/* Weights so small that their half-precision scales (F16: the values) are subnormal halves,
+ * as in the Q6_K output matrices of real models: exact decode on every backend (the OpenCL
+ * CPU kernels decode halves with integer operations). */
+START_TEST(test_matmul_subnormal_scales)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    for (int i = 0; i < N_WTYPES; i++) {
+        enum porta_dtype t = wtypes[i];
+        if (t == PORTA_F32 || t == PORTA_BF16)
+            continue;
+        int64_t blk = porta_type_traits(t)->blck, cols = blk == 1 ? 96 : blk == 256 ? 512 : 32 * 37;
+        /* block scales near 1e-6: subnormal halves, yet not rounded to zero */
+        float amp = blk == 256 ? 1e-3f : t == PORTA_Q8_0 ? 1e-4f : 1e-5f;
+        run_matmul_amp(be, targets[_i].label, t, 37, cols, 1, amp);
+        run_matmul_amp(be, targets[_i].label, t, 21, cols, 5, amp);
     }
     porta_backend_close(be);
 }
@@ -984,6 +1024,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_matmul, 0, n_targets);
     tcase_add_loop_test(tc, test_matmul_long_rows, 0, n_targets);
+    tcase_add_loop_test(tc, test_matmul_subnormal_scales, 0, n_targets);
     tcase_add_test(tc, test_matmul_prefill);
     tcase_add_loop_test(tc, test_embed, 0, n_targets);
     tcase_add_loop_test(tc, test_rmsnorm, 0, n_targets);
