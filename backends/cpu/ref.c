@@ -50,38 +50,6 @@ void porta_ref_rmsnorm(float *y, const float *x, const float *w, int n_rows, int
 
 /* ---- rope ---- */
 
-static float corr_dim(int n_rot, int n_ctx_orig, float base, float beta)
-{
-    return n_rot * logf((float)n_ctx_orig / (beta * 2.0f * (float)M_PI)) / (2.0f * logf(base));
-}
-
-void porta_rope_corr_dims(const struct porta_rope_params *p, float dims[2])
-{
-    float start = floorf(corr_dim(p->n_rot, p->n_ctx_orig, p->freq_base, p->beta_fast));
-    float end = ceilf(corr_dim(p->n_rot, p->n_ctx_orig, p->freq_base, p->beta_slow));
-    dims[0] = fmaxf(0.0f, start);
-    dims[1] = fminf((float)(p->n_rot - 1), end);
-}
-
-void porta_rope_cos_sin(const struct porta_rope_params *p, const float dims[2], int32_t pos,
-                        int i0, float *c, float *s)
-{
-    float theta_extrap = (float)pos * powf(p->freq_base, -(float)i0 / (float)p->n_rot);
-    if (p->freq_factors)
-        theta_extrap /= p->freq_factors[i0 / 2];
-    float theta_interp = p->freq_scale * theta_extrap;
-    float theta = theta_interp;
-    float mscale = p->attn_factor;
-    if (p->ext_factor != 0.0f) {
-        float y = ((float)i0 / 2 - dims[0]) / fmaxf(0.001f, dims[1] - dims[0]);
-        float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * p->ext_factor;
-        theta = theta_interp * (1.0f - ramp) + theta_extrap * ramp;
-        mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
-    }
-    *c = cosf(theta) * mscale;
-    *s = sinf(theta) * mscale;
-}
-
 void porta_ref_rope(float *x, int n_tok, int n_head, int head_dim, const int32_t *pos,
                     const struct porta_rope_params *p)
 {

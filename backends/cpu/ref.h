@@ -5,6 +5,7 @@
 #define PORTA_CPU_REF_H
 
 #include "backend.h"
+#include "rope.h"
 
 /* y[t][r] = dot(W[r], x[t]) with x quantized to the weight type's vec_dot_type, as the
  * integer kernels do. w points at row 0. Returns PORTA_E_NOMEM or 0. */
@@ -44,10 +45,5 @@ int porta_ref_matmul_experts(float *y, const void *w, const struct porta_weight 
 int porta_ref_attention_mla(float *out, const float *q_lat, const float *q_rope,
                             const float *kv_lat, const float *k_rope, void *cache,
                             const struct porta_attn_params *p);
-
-/* YaRN helpers shared with the SIMD path: correction dims and one rotation's cos/sin. */
-void porta_rope_corr_dims(const struct porta_rope_params *p, float dims[2]);
-void porta_rope_cos_sin(const struct porta_rope_params *p, const float dims[2], int32_t pos,
-                        int i0, float *c, float *s);
 
 #endif /* PORTA_CPU_REF_H */

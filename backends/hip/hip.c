@@ -11,6 +11,7 @@
 
 #include "hip_priv.h"
 #include "quant.h"
+#include "rope.h"
 
 /* The kernels' compile-time shapes: the Makefile passes the same -D flags (HIP_KDEFS) to
  * hipcc/nvcc and to this file, so the grids below always match the compiled tiles. */
@@ -534,36 +535,6 @@ static int hip_rmsnorm(struct porta_backend *be, struct porta_view y, struct por
     return 0;
 }
 
-/* inv_freq, freq factors and YaRN ramp per rotated pair, computed with the same float
- * operations as the CPU reference (backends/cpu/ref.c) and the OpenCL backend */
-static int rope_table(const struct porta_rope_params *p, float **out)
-{
-    int half = p->n_rot / 2;
-    float *t = malloc(sizeof(float) * 3 * (size_t)half), dims[2] = { 0, 0 };
-    if (!t)
-        return PORTA_E_NOMEM;
-    if (p->ext_factor != 0.0f) {
-        float base = p->freq_base, n = (float)p->n_ctx_orig, pi2 = 2.0f * (float)M_PI;
-        float lo = p->n_rot * logf(n / (p->beta_fast * pi2)) / (2.0f * logf(base));
-        float hi = p->n_rot * logf(n / (p->beta_slow * pi2)) / (2.0f * logf(base));
-        dims[0] = fmaxf(0.0f, floorf(lo));
-        dims[1] = fminf((float)(p->n_rot - 1), ceilf(hi));
-    }
-    for (int i = 0; i < half; i++) {
-        int i0 = 2 * i;
-        t[i] = powf(p->freq_base, -(float)i0 / (float)p->n_rot);
-        t[half + i] = p->freq_factors ? p->freq_factors[i] : 1.0f;
-        float ramp = 0.0f;
-        if (p->ext_factor != 0.0f) {
-            float yv = ((float)i0 / 2 - dims[0]) / fmaxf(0.001f, dims[1] - dims[0]);
-            ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, yv))) * p->ext_factor;
-        }
-        t[2 * half + i] = ramp;
-    }
-    *out = t;
-    return 0;
-}
-
 static int hip_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
                     int head_dim, const int32_t *pos, const struct porta_rope_params *p)
 {
@@ -572,7 +543,7 @@ static int hip_rope(struct porta_backend *be, struct porta_view x, int n_tok, in
     float *tab;
     if (!elem_off(x, 4, "rope x", &xo))
         return PORTA_E_INVAL;
-    int rc = rope_table(p, &tab);
+    int rc = porta_rope_table(p, &tab);
     if (rc)
         return rc;
     int half = p->n_rot / 2;
@@ -584,9 +555,7 @@ static int hip_rope(struct porta_backend *be, struct porta_view x, int n_tok, in
         return rc;
     po /= 4;
     to /= 4;
-    float mscale = p->attn_factor, fs = p->freq_scale;
-    if (p->ext_factor != 0.0f)
-        mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+    float mscale = porta_rope_mscale(p), fs = p->freq_scale;
     int32_t neox = p->style == PORTA_ROPE_NEOX, n_rot = p->n_rot, nh = n_head, hd = head_dim;
     void *xp = x.buf->ptr, *sp = c->stage_dev;
     void *a[] = { &xp, &xo, &nh, &hd, &n_rot, &neox, &sp, &po, &sp, &to, &fs, &mscale };

@@ -10,6 +10,7 @@
 
 #include "cl_priv.h"
 #include "quant.h"
+#include "rope.h"
 
 #ifdef PORTA_HAVE_CLBLAST
 #include <clblast_c.h>
@@ -767,36 +768,6 @@ static int cl_rmsnorm(struct porta_backend *be, struct porta_view y, struct port
     return launch(c, c->rmsnorm, 2, gws, lws, a, N_ARGS(a));
 }
 
-/* inv_freq, freq factors and YaRN ramp per rotated pair, computed with the same float
- * operations as the CPU reference (backends/cpu/ref.c) */
-static int rope_table(const struct porta_rope_params *p, float **out)
-{
-    int half = p->n_rot / 2;
-    float *t = malloc(sizeof(float) * 3 * (size_t)half), dims[2] = { 0, 0 };
-    if (!t)
-        return PORTA_E_NOMEM;
-    if (p->ext_factor != 0.0f) {
-        float base = p->freq_base, n = (float)p->n_ctx_orig, pi2 = 2.0f * (float)M_PI;
-        float lo = p->n_rot * logf(n / (p->beta_fast * pi2)) / (2.0f * logf(base));
-        float hi = p->n_rot * logf(n / (p->beta_slow * pi2)) / (2.0f * logf(base));
-        dims[0] = fmaxf(0.0f, floorf(lo));
-        dims[1] = fminf((float)(p->n_rot - 1), ceilf(hi));
-    }
-    for (int i = 0; i < half; i++) {
-        int i0 = 2 * i;
-        t[i] = powf(p->freq_base, -(float)i0 / (float)p->n_rot);
-        t[half + i] = p->freq_factors ? p->freq_factors[i] : 1.0f;
-        float ramp = 0.0f;
-        if (p->ext_factor != 0.0f) {
-            float yv = ((float)i0 / 2 - dims[0]) / fmaxf(0.001f, dims[1] - dims[0]);
-            ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, yv))) * p->ext_factor;
-        }
-        t[2 * half + i] = ramp;
-    }
-    *out = t;
-    return 0;
-}
-
 static int cl_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
                    int head_dim, const int32_t *pos, const struct porta_rope_params *p)
 {
@@ -805,7 +776,7 @@ static int cl_rope(struct porta_backend *be, struct porta_view x, int n_tok, int
     float *tab;
     if (!elem_off(x, 4, "rope x", &xo))
         return PORTA_E_INVAL;
-    int rc = rope_table(p, &tab);
+    int rc = porta_rope_table(p, &tab);
     if (rc)
         return rc;
     int half = p->n_rot / 2;
@@ -817,9 +788,7 @@ static int cl_rope(struct porta_backend *be, struct porta_view x, int n_tok, int
         return rc;
     po /= 4;
     to /= 4;
-    float mscale = p->attn_factor;
-    if (p->ext_factor != 0.0f)
-        mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+    float mscale = porta_rope_mscale(p);
     cl_int neox = p->style == PORTA_ROPE_NEOX, n_rot = p->n_rot;
     float fs = p->freq_scale;
     size_t l0 = half < c->elt_lsz ? (size_t)half : (size_t)c->elt_lsz;
