@@ -87,6 +87,18 @@ DEVFN float row_dot(const int T, GLOBAL const u8 *wr, GLOBAL const float *xt, in
                 unit_op_dm(T, gb + j * bs, 0, acc, gx + j * sub, 1, dg[j], mg[j]);
         }
 #endif
+#if MV_SOLO
+    /* a K-quant super-block's units unrolled: their scale numbers and shifts fold into
+     * constants and the super-block's half scales decode once */
+    if (upb > 1)
+        for (; u + upb <= n_units; u += upb) {
+            GLOBAL const u8 *b = wr + (u64)(u / upb) * bs;
+            UNROLL
+            for (int k = 0; k < 8; k++)
+                if (k < upb)
+                    dot_unit(T, b, k, xt + (u + k) * sub, acc);
+        }
+#endif
     for (; u < n_units; u += team)
         dot_unit(T, wr + (u / upb) * bs, u % upb, xt + u * sub, acc);
     if (type_plain(T))
