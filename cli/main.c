@@ -157,6 +157,10 @@ int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine
     porta_info("model: %s (%s, %d layers, n_embd %d, vocab %d) loaded in %.2f s",
                cfg->model.path, e->model->hp.arch_name, e->model->hp.n_layer, e->model->hp.n_embd,
                e->model->hp.n_vocab, porta_time_s() - t0);
+    if ((rc = porta_config_check_layers(cfg, e->be->ops->name, e->model->hp.n_layer))) {
+        cli_engine_close(e);
+        return rc;
+    }
     if (n_seq > 0) {
         struct porta_ctx_params cp = { .n_ctx = cfg->model.n_ctx, .n_seq = n_seq,
                                        .n_batch = cfg->model.n_batch,

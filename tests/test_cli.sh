@@ -40,6 +40,10 @@ printf 'model: {\n  colour = 3;\n};\n' > "$T/bad2.cfg"
 expect_fail "config unknown key" "bad2.cfg:2: model.colour" $BIN devices -c "$T/bad2.cfg"
 printf 'backend: { order = ["cuda"]; };\n' > "$T/bad3.cfg"
 expect_fail "config bad backend" "bad3.cfg:1: backend.order" $BIN devices -c "$T/bad3.cfg"
+printf 'backend: { order = ["cpu"]; layers = ( { backend = "opencl"; from = 0; to = 3; } ); };\n' > "$T/layers.cfg"
+expect_fail "layers on another backend" "per-layer placement across several backends" $BIN run -c "$T/layers.cfg" -m "$MODEL" -p hi -n 2
+printf 'backend: { order = ["cpu"]; layers = ( { backend = "cpu"; from = 0; to = 999; } ); };\n' > "$T/layers2.cfg"
+expect_fail "layers past the model" "but the model has" $BIN run -c "$T/layers2.cfg" -m "$MODEL" -p hi -n 2
 expect_fail "flag bad value" "sampling.temperature" $BIN run -m "$MODEL" -p hi --temp -1
 expect_fail "bad kernel set" "kernel" $BIN run -m "$MODEL" -p hi --backend cpu --kernels avx9000
 expect_fail "unknown backend only" "backend" $BIN run -m "$MODEL" -p hi --backend hip

@@ -596,6 +596,23 @@ START_TEST(test_backend_cfg)
 }
 END_TEST
 
+/* backend.layers is honoured only on the backend that opened and within the model's layers:
+ * anything else is an error, never silently ignored */
+START_TEST(test_check_layers)
+{
+    struct porta_config c;
+    porta_config_defaults(&c);
+    ck_assert_int_eq(porta_config_check_layers(&c, "cpu", 28), 0);          /* none: fine */
+    ck_assert_int_eq(porta_config_set(&c, "backend.layers", "cpu:0-19,cpu:20-27"), 0);
+    ck_assert_int_eq(porta_config_check_layers(&c, "cpu", 28), 0);
+    ck_assert_int_eq(porta_config_check_layers(&c, "cpu", 20), PORTA_E_INVAL);  /* past 19 */
+    ck_assert_int_eq(porta_config_check_layers(&c, "opencl", 28), PORTA_E_UNSUPPORTED);
+    ck_assert_int_eq(porta_config_set(&c, "backend.layers", "cpu:0-9,opencl:10-27"), 0);
+    ck_assert_int_eq(porta_config_check_layers(&c, "cpu", 28), PORTA_E_UNSUPPORTED);
+    ck_assert_int_eq(porta_config_check_layers(&c, "opencl", 28), PORTA_E_UNSUPPORTED);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -612,6 +629,7 @@ int main(void)
     tcase_add_test(tc, test_set_long_string);
     tcase_add_test(tc, test_dump_round_trip);
     tcase_add_test(tc, test_backend_cfg);
+    tcase_add_test(tc, test_check_layers);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
