@@ -7,11 +7,20 @@
 #include "config.h"
 #include "model.h"
 
-/* What every model-loading command opens. */
+#define CLI_MAX_STAGES 16
+
+/* What every model-loading command opens. With backend.layers, a stage per run of
+ * consecutive layers on one backend: model and ctx are the first stage's (the contexts are
+ * linked, so porta_forward(ctx) runs them all); be is the first backend of the order. */
 struct cli_engine {
     struct porta_backend *be;
     struct porta_model *model;
     struct porta_ctx *ctx;
+    int n_stages;                   /* 1 without per-layer placement */
+    struct porta_model *stage_model[CLI_MAX_STAGES];
+    struct porta_ctx *stage_ctx[CLI_MAX_STAGES];
+    struct porta_backend *extra_be[3];  /* other backends that backend.layers opened */
+    int n_extra;
 };
 
 /* Loads -c/--config (if any) over the defaults, then applies the common flags found in argv
@@ -19,7 +28,9 @@ struct cli_engine {
  * itself are left for it: *rest receives the remaining arguments (in order), *n_rest their
  * count. Returns 0 or an error (logged). */
 int cli_parse(int argc, char **argv, struct porta_config *cfg, char ***rest, int *n_rest);
-/* Opens the first backend of cfg's order, the model and (n_seq > 0) a context. */
+/* Opens the first backend of cfg's order, the model and (n_seq > 0) a context; with
+ * backend.layers, the backends it names (one that does not open leaves its layers on the
+ * first backend, logged) and a model and context per stage. */
 int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine *e);
 void cli_engine_close(struct cli_engine *e);
 /* Reads a token-id list (JSON array or whitespace/comma separated) from a file ("-" = stdin). */

@@ -501,9 +501,16 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
                         (double)kv_elem;
     if (hp->arch == PORTA_ARCH_DEEPSEEK2)
         kv_per_pos = (double)hp->n_layer * (hp->kv_lora_rank + hp->n_rope) * (double)kv_elem;
-    double bytes_tok = (double)e.model->weight_bytes + kv_per_pos * (n_prompt + n_gen / 2.0 + 1);
-    double lmacs, omacs;
-    model_macs(e.model, &lmacs, &omacs);
+    /* with per-layer placement, every part's weights and products */
+    double wbytes = 0, lmacs = 0, omacs = 0;
+    for (int s = 0; s < e.n_stages; s++) {
+        double l, o;
+        model_macs(e.stage_model[s], &l, &o);
+        lmacs += l;
+        omacs += o;
+        wbytes += (double)e.stage_model[s]->weight_bytes;
+    }
+    double bytes_tok = wbytes + kv_per_pos * (n_prompt + n_gen / 2.0 + 1);
     /* MLA attends in the latent: scores over kv_lora + rope, the sum over kv_lora */
     int attn_dims = hp->arch == PORTA_ARCH_DEEPSEEK2 ? 2 * hp->kv_lora_rank + hp->n_rope
                                                      : hp->head_dim + hp->head_dim_v;
@@ -534,7 +541,7 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
                    "GOP/s or GB/s | %% of mem bw (GB/s) | cpu share |\n");
             printf("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
         }
-        double wmb = (double)e.model->weight_bytes / 1e6;
+        double wmb = wbytes / 1e6;
         if (n_prompt > 0)
             printf("| %s | %s %s | %d | %.1f | pp%d | %.2f | %.2f | %.2f | %.1f GOP/s | | |\n", name,
                    e.be->ops->name, kern, nth, wmb, n_prompt, sp.median, sp.min, sp.max,

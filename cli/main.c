@@ -129,6 +129,90 @@ void cli_progress(const char *what, double frac)
     fflush(stderr);
 }
 
+/* the backend that runs layer il: its backend.layers range's, else the first one */
+static struct porta_backend *layer_backend(const struct porta_config *cfg, struct cli_engine *e,
+                                           bool *tried, int il)
+{
+    static const char *const names[] = { "cpu", "opencl", "hip" };
+    const char *want = NULL;
+    for (int j = 0; j < cfg->backend.n_layers; j++)
+        if (il >= cfg->backend.layers[j].from && il <= cfg->backend.layers[j].to)
+            want = cfg->backend.layers[j].backend;
+    if (!want || strcmp(want, e->be->ops->name) == 0)
+        return e->be;
+    for (int j = 0; j < e->n_extra; j++)
+        if (strcmp(e->extra_be[j]->ops->name, want) == 0)
+            return e->extra_be[j];
+    int k = 0;
+    while (k < 3 && strcmp(names[k], want) != 0)
+        k++;
+    if (k == 3 || tried[k])
+        return e->be;
+    tried[k] = true;
+    struct porta_backend_cfg bcfg;
+    struct porta_backend *be;
+    porta_config_backend_cfg(cfg, want, &bcfg);
+    if (porta_backend_open_first(&want, &bcfg, 1, &be) != 0) {
+        porta_warn("backend.layers: backend '%s' did not open; its layers run on %s", want,
+                   e->be->desc);
+        return e->be;
+    }
+    porta_info("backend: %s (for backend.layers)", be->desc);
+    e->extra_be[e->n_extra++] = be;
+    return be;
+}
+
+/* a model (and context) per run of consecutive layers on one backend, contexts linked */
+static int open_stages(const struct porta_config *cfg, int n_seq, struct cli_engine *e)
+{
+    struct porta_gguf *g;
+    struct porta_hparams hp;
+    int rc = porta_gguf_open(cfg->model.path, &g);
+    if (rc)
+        return rc;
+    rc = porta_hparams_read(g, &hp);
+    porta_gguf_close(g);
+    if (rc || (rc = porta_config_check_layers(cfg, hp.n_layer)))
+        return rc;
+    bool tried[3] = { false, false, false };
+    struct porta_backend *prev = NULL;
+    int from = 0;
+    char plan[512] = "";
+    size_t pl = 0;
+    for (int il = 0; il <= hp.n_layer && !rc; il++) {
+        struct porta_backend *be = il < hp.n_layer ? layer_backend(cfg, e, tried, il) : NULL;
+        if (il > 0 && be != prev) {
+            if (e->n_stages == CLI_MAX_STAGES) {
+                porta_err("backend.layers: more than %d runs of layers", CLI_MAX_STAGES);
+                return PORTA_E_INVAL;
+            }
+            int s = e->n_stages++;
+            rc = porta_model_load_range(cfg->model.path, prev, from, il - 1, &e->stage_model[s]);
+            if (!rc && pl < sizeof plan)
+                pl += (size_t)snprintf(plan + pl, sizeof plan - pl, "%s%d..%d on %s",
+                                       s ? ", " : "", from, il - 1, prev->ops->name);
+            from = il;
+        }
+        prev = be;
+    }
+    if (rc)
+        return rc;
+    porta_info("per-layer placement: layers %s", plan);
+    e->model = e->stage_model[0];
+    if (n_seq <= 0)
+        return 0;
+    struct porta_ctx_params cp = { .n_ctx = cfg->model.n_ctx, .n_seq = n_seq,
+                                   .n_batch = cfg->model.n_batch,
+                                   .kv_type = porta_config_kv_dtype(cfg) };
+    for (int s = 0; s < e->n_stages && !rc; s++) {
+        rc = porta_ctx_create(e->stage_model[s], &cp, &e->stage_ctx[s]);
+        if (!rc && s > 0)
+            rc = porta_ctx_link(e->stage_ctx[s - 1], e->stage_ctx[s]);
+    }
+    e->ctx = e->stage_ctx[0];
+    return rc;
+}
+
 int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine *e)
 {
     memset(e, 0, sizeof *e);
@@ -148,19 +232,25 @@ int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine
     porta_info("backend: %s", e->be->desc);
     cli_progress("loading model", 0.0);
     double t0 = porta_time_s();
+    if (cfg->backend.n_layers > 0) {
+        rc = open_stages(cfg, n_seq, e);
+        if (rc)
+            cli_engine_close(e);
+        else
+            cli_progress("loading model", 1.0);
+        return rc;
+    }
     rc = porta_model_load(cfg->model.path, e->be, &e->model);
     if (rc) {
         cli_engine_close(e);
         return rc;
     }
+    e->n_stages = 1;
+    e->stage_model[0] = e->model;
     cli_progress("loading model", 1.0);
     porta_info("model: %s (%s, %d layers, n_embd %d, vocab %d) loaded in %.2f s",
                cfg->model.path, e->model->hp.arch_name, e->model->hp.n_layer, e->model->hp.n_embd,
                e->model->hp.n_vocab, porta_time_s() - t0);
-    if ((rc = porta_config_check_layers(cfg, e->be->ops->name, e->model->hp.n_layer))) {
-        cli_engine_close(e);
-        return rc;
-    }
     if (n_seq > 0) {
         struct porta_ctx_params cp = { .n_ctx = cfg->model.n_ctx, .n_seq = n_seq,
                                        .n_batch = cfg->model.n_batch,
@@ -170,14 +260,23 @@ int cli_engine_open(const struct porta_config *cfg, int n_seq, struct cli_engine
             cli_engine_close(e);
             return rc;
         }
+        e->stage_ctx[0] = e->ctx;
     }
     return 0;
 }
 
 void cli_engine_close(struct cli_engine *e)
 {
-    porta_ctx_destroy(e->ctx);
-    porta_model_destroy(e->model);
+    if (e->n_stages == 0) {         /* failed before the stages were recorded */
+        porta_ctx_destroy(e->ctx);
+        porta_model_destroy(e->model);
+    }
+    for (int s = 0; s < e->n_stages; s++) {
+        porta_ctx_destroy(e->stage_ctx[s]);
+        porta_model_destroy(e->stage_model[s]);
+    }
+    for (int j = 0; j < e->n_extra; j++)
+        porta_backend_close(e->extra_be[j]);
     porta_backend_close(e->be);
     memset(e, 0, sizeof *e);
 }

@@ -1025,7 +1025,7 @@ int porta_config_backend_cfg(const struct porta_config *cfg, const char *backend
     return PORTA_E_NOTFOUND;
 }
 
-int porta_config_check_layers(const struct porta_config *cfg, const char *backend, int n_layer)
+int porta_config_check_layers(const struct porta_config *cfg, int n_layer)
 {
     for (int i = 0; i < cfg->backend.n_layers; i++) {
         const struct porta_layer_range *r = &cfg->backend.layers[i];
@@ -1033,13 +1033,6 @@ int porta_config_check_layers(const struct porta_config *cfg, const char *backen
             porta_err("backend.layers[%d]: layers %d..%d, but the model has %d layers (0..%d)", i,
                       r->from, r->to, n_layer, n_layer - 1);
             return PORTA_E_INVAL;
-        }
-        if (strcmp(r->backend, backend) != 0) {
-            porta_err("backend.layers[%d]: layers %d..%d on '%s', but '%s' is the backend that "
-                      "opened and per-layer placement across several backends is not supported: "
-                      "every layer runs on one backend (remove backend.layers, or name '%s')",
-                      i, r->from, r->to, r->backend, backend, backend);
-            return PORTA_E_UNSUPPORTED;
         }
     }
     return 0;

@@ -133,11 +133,8 @@ enum porta_log_level porta_config_log_level(const struct porta_config *cfg);
 int porta_config_backend_cfg(const struct porta_config *cfg, const char *backend,
                              struct porta_backend_cfg *out);
 
-/* Checks backend.layers against the backend that opened (its ops name, "cpu" | "opencl" |
- * "hip") and the model's layer count. The forward pass runs every layer on one backend, so a
- * range is honoured only when it names that backend; a range on another backend, or past the
- * model's last layer, is an error (logged, naming the range) rather than silently ignored.
- * Returns 0 or PORTA_E_UNSUPPORTED / PORTA_E_INVAL. */
-int porta_config_check_layers(const struct porta_config *cfg, const char *backend, int n_layer);
+/* Checks backend.layers against the model's layer count: a range past the last layer is an
+ * error (logged, naming the range), not silently ignored. Returns 0 or PORTA_E_INVAL. */
+int porta_config_check_layers(const struct porta_config *cfg, int n_layer);
 
 #endif /* PORTA_CONFIG_H */

@@ -54,7 +54,7 @@ static int mla_block(struct porta_ctx *c, int il, int n_tok, const int32_t *pos,
         .n_tok = n_tok, .n_head = H, .n_head_kv = 1, .head_dim_k = lat + hp->n_rope,
         .head_dim_v = lat, .scale = hp->kq_scale, .pos = pos, .seq = seq, .n_ctx = c->p.n_ctx,
         .n_seq = c->p.n_seq, .kv_type = c->p.kv_type,
-        .k_cache = { c->k_cache, (size_t)il * c->kv_layer_stride_k },
+        .k_cache = { c->k_cache, (size_t)(il - c->m->layer_from) * c->kv_layer_stride_k },
     };
     TRY(porta_be_attention_mla(be, V(c->ol), V(c->ql), V(c->qr), V(c->kl), V(c->kr), &ap));
     /* values per head: att[h] = W_uv[h] ol[h]; x += W_o att */
@@ -67,12 +67,12 @@ int porta_forward_deepseek2(struct porta_ctx *c, int n_tok, const int32_t *ids,
                             const int32_t *pos, const int32_t *seq, const int32_t *out_rows,
                             int n_out)
 {
-    const struct porta_hparams *hp = &c->m->hp;
     struct porta_backend *be = c->m->be;
 
-    /* x = token embeddings */
-    TRY(porta_be_embed(be, V(c->x), &c->m->tok_embd, ids, n_tok));
-    for (int il = 0; il < hp->n_layer; il++) {
+    /* x = token embeddings (a model of later layers gets x from the one before it) */
+    if (c->m->layer_from == 0)
+        TRY(porta_be_embed(be, V(c->x), &c->m->tok_embd, ids, n_tok));
+    for (int il = c->m->layer_from; il <= c->m->layer_to; il++) {
         TRY(mla_block(c, il, n_tok, pos, seq));
         TRY(c->m->layers[il].gate_inp.buf ? porta_ffn_moe(c, il, n_tok)
                                           : porta_ffn_dense(c, il, n_tok));

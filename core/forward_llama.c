@@ -58,8 +58,8 @@ static int attention_block(struct porta_ctx *c, int il, int n_tok, const int32_t
         .head_dim_k = hp->head_dim, .head_dim_v = hp->head_dim_v,
         .scale = 1.0f / sqrtf((float)hp->head_dim), .pos = pos, .seq = seq,
         .n_ctx = c->p.n_ctx, .n_seq = c->p.n_seq, .kv_type = c->p.kv_type,
-        .k_cache = { c->k_cache, (size_t)il * c->kv_layer_stride_k },
-        .v_cache = { c->v_cache, (size_t)il * c->kv_layer_stride_v },
+        .k_cache = { c->k_cache, (size_t)(il - c->m->layer_from) * c->kv_layer_stride_k },
+        .v_cache = { c->v_cache, (size_t)(il - c->m->layer_from) * c->kv_layer_stride_v },
     };
     TRY(porta_be_attention(be, V(c->att), V(c->q), V(c->k), V(c->v), &ap));
     /* x += wo @ att */
@@ -90,12 +90,12 @@ int porta_ffn_dense(struct porta_ctx *c, int il, int n_tok)
 int porta_forward_llama(struct porta_ctx *c, int n_tok, const int32_t *ids, const int32_t *pos,
                         const int32_t *seq, const int32_t *out_rows, int n_out)
 {
-    const struct porta_hparams *hp = &c->m->hp;
     struct porta_backend *be = c->m->be;
 
-    /* x = token embeddings */
-    TRY(porta_be_embed(be, V(c->x), &c->m->tok_embd, ids, n_tok));
-    for (int il = 0; il < hp->n_layer; il++) {
+    /* x = token embeddings (a model of later layers gets x from the one before it) */
+    if (c->m->layer_from == 0)
+        TRY(porta_be_embed(be, V(c->x), &c->m->tok_embd, ids, n_tok));
+    for (int il = c->m->layer_from; il <= c->m->layer_to; il++) {
         TRY(attention_block(c, il, n_tok, pos, seq));
         TRY(c->m->layers[il].gate_inp.buf ? porta_ffn_moe(c, il, n_tok)
                                           : porta_ffn_dense(c, il, n_tok));
@@ -108,7 +108,7 @@ int porta_forward_output(struct porta_ctx *c, const int32_t *out_rows, int n_out
     const struct porta_hparams *hp = &c->m->hp;
     struct porta_backend *be = c->m->be;
     size_t row = (size_t)hp->n_embd * sizeof(float);
-    if (n_out == 0)
+    if (n_out == 0 || c->m->layer_to != hp->n_layer - 1)   /* the last layers' model only */
         return 0;
     /* gather the rows whose logits are wanted into xb (in order), then norm + output matrix */
     for (int i = 0; i < n_out; i++)

@@ -447,7 +447,7 @@ static int derive_wk_b(struct porta_model *m)
     const struct porta_hparams *hp = &m->hp;
     int H = hp->n_head, lat = hp->kv_lora_rank, nope = hp->n_nope, dv = hp->head_dim_v;
     size_t total = 0;
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = m->layer_from; il <= m->layer_to; il++) {
         struct porta_layer *L = &m->layers[il];
         if (L->wk_b.buf)
             continue;
@@ -464,7 +464,7 @@ static int derive_wk_b(struct porta_model *m)
         goto done;
     }
     size_t off = 0;
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = m->layer_from; il <= m->layer_to; il++) {
         struct porta_layer *L = &m->layers[il];
         if (L->wk_b.buf)
             continue;
@@ -493,7 +493,7 @@ static int derive_wk_b(struct porta_model *m)
     if ((rc = porta_be_buf_alloc(m->be, total, PORTA_BUF_WEIGHTS, &m->derived)) ||
         (rc = porta_be_upload(m->be, m->derived, 0, host, total)))
         goto done;
-    for (int il = 0; il < hp->n_layer; il++)
+    for (int il = m->layer_from; il <= m->layer_to; il++)
         if (!m->layers[il].wk_b.buf)
             m->layers[il].wk_b.buf = m->derived;
 done:
@@ -544,7 +544,7 @@ static int bind_layers(struct porta_model *m)
 {
     const struct porta_hparams *hp = &m->hp;
     int rc;
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = m->layer_from; il <= m->layer_to; il++) {
         struct porta_layer *L = &m->layers[il];
         if ((rc = bind_l(m, il, "attn_norm.weight", hp->n_embd, 0, 0, true, &L->attn_norm)) ||
             (rc = hp->arch == PORTA_ARCH_DEEPSEEK2 ? bind_mla(m, il, L) : bind_attn(m, il, L)) ||
@@ -561,10 +561,30 @@ static int cmp_tensor_off(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static bool whole_model(const struct porta_model *m)
+{
+    return m->layer_from == 0 && m->layer_to == m->hp.n_layer - 1;
+}
+
+/* whether this model's layers need the tensor (see porta_model_load_range) */
+static bool tensor_needed(const struct porta_model *m, const char *name)
+{
+    int il;
+    bool first = m->layer_from == 0, last = m->layer_to == m->hp.n_layer - 1;
+    if (sscanf(name, "blk.%d.", &il) == 1)
+        return il >= m->layer_from && il <= m->layer_to;
+    if (strcmp(name, "token_embd.weight") == 0)
+        return first || (last && !porta_gguf_tensor(m->gguf, "output.weight"));
+    if (strcmp(name, "output_norm.weight") == 0 || strcmp(name, "output.weight") == 0)
+        return last;
+    return first;
+}
+
 /* Puts the GGUF data section on the backend: one buffer when the backend takes it whole
  * (be->max_buf 0 or large enough), else consecutive chunks of whole tensors, each at most
  * be->max_buf bytes (OpenCL devices cap one buffer at CL_DEVICE_MAX_MEM_ALLOC_SIZE, often a
- * quarter of their memory). A single tensor over the limit is an error naming it. */
+ * quarter of their memory). A single tensor over the limit is an error naming it. A model of
+ * some layers only takes the chunks of the tensors they need (tensor_needed). */
 static int map_weights(struct porta_model *m)
 {
     const struct porta_gguf *g = m->gguf;
@@ -573,7 +593,10 @@ static int map_weights(struct porta_model *m)
     size_t total = g->size - g->data_offset, lim = be->max_buf;
     int rc = 0, n = 1;
     const struct porta_gguf_tensor **ts = NULL;
-    if (lim && total > lim) {
+    bool part = !whole_model(m);
+    if (!lim)
+        lim = SIZE_MAX;
+    if (part || total > lim) {
         ts = malloc(sizeof *ts * (size_t)(g->n_tensors ? g->n_tensors : 1));
         if (!ts)
             return PORTA_E_NOMEM;
@@ -581,8 +604,13 @@ static int map_weights(struct porta_model *m)
             ts[i] = &g->tensors[i];
         qsort(ts, (size_t)g->n_tensors, sizeof *ts, cmp_tensor_off);
         uint64_t cs = 0;
+        bool open = false;
         n = 0;
         for (int64_t i = 0; i < g->n_tensors; i++) {
+            if (part && !tensor_needed(m, ts[i]->name)) {
+                open = false;           /* a skipped tensor ends the chunk */
+                continue;
+            }
             if (ts[i]->nbytes > lim) {
                 porta_err("%s: tensor '%s' is %zu bytes, more than the %zu bytes that backend %s "
                           "can hold in one buffer", g->path, ts[i]->name, ts[i]->nbytes, lim,
@@ -590,9 +618,10 @@ static int map_weights(struct porta_model *m)
                 free(ts);
                 return PORTA_E_UNSUPPORTED;
             }
-            if (i == 0 || ts[i]->offset + ts[i]->nbytes - cs > lim) {
+            if (!open || ts[i]->offset + ts[i]->nbytes - cs > lim) {
                 cs = ts[i]->offset;
                 n++;
+                open = true;
             }
         }
     }
@@ -608,30 +637,43 @@ static int map_weights(struct porta_model *m)
     }
     /* the same walk again, now allocating: chunk c covers [start[c], end of its last tensor) */
     int c = -1;
+    bool open = false;
     uint64_t end = 0;
     for (int64_t i = 0; i <= g->n_tensors && !rc; i++) {
-        bool flush = i == g->n_tensors ||
-                     (c >= 0 && ts[i]->offset + ts[i]->nbytes - m->wbuf_start[c] > lim);
-        if (flush && c >= 0) {
+        bool skip = i < g->n_tensors && part && !tensor_needed(m, ts[i]->name);
+        bool flush = i == g->n_tensors || (open && skip) ||
+                     (open && ts[i]->offset + ts[i]->nbytes - m->wbuf_start[c] > lim);
+        if (flush && open) {
             rc = porta_be_buf_from_host(be, base + m->wbuf_start[c], end - m->wbuf_start[c],
                                         &m->wbufs[c]);
             m->n_wbufs = c + 1;
+            open = false;
         }
         if (i == g->n_tensors || rc)
             break;
-        if (flush || c < 0)
+        if (skip)
+            continue;
+        if (!open) {
             m->wbuf_start[++c] = ts[i]->offset;
+            end = 0;
+            open = true;
+        }
         if (ts[i]->offset + ts[i]->nbytes > end)
             end = ts[i]->offset + ts[i]->nbytes;
     }
-    if (!rc)
+    if (!rc && part)
+        porta_info("%s: layers %d..%d on %s: %d weight buffers", g->path, m->layer_from,
+                   m->layer_to, be->ops->name, n);
+    else if (!rc)
         porta_info("%s: weights in %d buffers of at most %.1f MiB (the backend's limit)", g->path,
                   n, lim / 1048576.0);
     free(ts);
     return rc;
 }
 
-int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct porta_model **out)
+/* layers [from, to], or all with from < 0 */
+static int load(struct porta_gguf *g, struct porta_backend *be, int from, int to,
+                struct porta_model **out)
 {
     *out = NULL;
     struct porta_model *m = calloc(1, sizeof *m);
@@ -645,6 +687,15 @@ int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct
     if (rc)
         goto fail;
     struct porta_hparams *hp = &m->hp;
+    m->layer_from = from < 0 ? 0 : from;
+    m->layer_to = from < 0 ? hp->n_layer - 1 : to;
+    if (m->layer_from > m->layer_to || m->layer_to >= hp->n_layer) {
+        porta_err("%s: layers %d..%d: the model has layers 0..%d", g->path, from, to,
+                  hp->n_layer - 1);
+        rc = PORTA_E_INVAL;
+        goto fail;
+    }
+    bool last = m->layer_to == hp->n_layer - 1;
     const char *need = hp->n_expert && !porta_be_supports(be, PORTA_OP_MOE_ROUTE, PORTA_F32)
                            ? "moe_route"
                        : hp->arch == PORTA_ARCH_DEEPSEEK2 &&
@@ -678,14 +729,17 @@ int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct
         rc = PORTA_E_NOMEM;
         goto fail;
     }
-    if ((rc = bind(m, "token_embd.weight", hp->n_embd, hp->n_vocab, 0, true, &m->tok_embd)) ||
-        (rc = bind(m, "output_norm.weight", hp->n_embd, 0, 0, true, &m->out_norm)) ||
-        (rc = bind(m, "output.weight", hp->n_embd, hp->n_vocab, 0, false, &m->output)) ||
+    if ((tensor_needed(m, "token_embd.weight") &&
+         (rc = bind(m, "token_embd.weight", hp->n_embd, hp->n_vocab, 0, true, &m->tok_embd))) ||
+        (last && (rc = bind(m, "output_norm.weight", hp->n_embd, 0, 0, true, &m->out_norm))) ||
+        (last &&
+         (rc = bind(m, "output.weight", hp->n_embd, hp->n_vocab, 0, false, &m->output))) ||
         (rc = bind_layers(m)))
         goto fail;
-    if (!m->output.buf)
+    if (last && !m->output.buf)
         m->output = m->tok_embd; /* tied embeddings */
-    m->weight_bytes += m->output.row_bytes * (size_t)m->output.n_rows;
+    if (last)
+        m->weight_bytes += m->output.row_bytes * (size_t)m->output.n_rows;
 
     const struct porta_gguf_tensor *rf = porta_gguf_tensor(g, "rope_freqs.weight");
     if (rf) {
@@ -710,6 +764,11 @@ fail:
     return rc;
 }
 
+int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct porta_model **out)
+{
+    return load(g, be, -1, -1, out);
+}
+
 int porta_model_load(const char *path, struct porta_backend *be, struct porta_model **out)
 {
     *out = NULL;
@@ -717,7 +776,22 @@ int porta_model_load(const char *path, struct porta_backend *be, struct porta_mo
     int rc = porta_gguf_open(path, &g);
     if (rc)
         return rc;
-    return porta_model_load_gguf(g, be, out);
+    return load(g, be, -1, -1, out);
+}
+
+int porta_model_load_range(const char *path, struct porta_backend *be, int from, int to,
+                           struct porta_model **out)
+{
+    *out = NULL;
+    if (from < 0 || to < from) {
+        porta_err("%s: layers %d..%d is not a range of layers", path, from, to);
+        return PORTA_E_INVAL;
+    }
+    struct porta_gguf *g;
+    int rc = porta_gguf_open(path, &g);
+    if (rc)
+        return rc;
+    return load(g, be, from, to, out);
 }
 
 void porta_model_destroy(struct porta_model *m)
@@ -747,7 +821,8 @@ static int ctx_buffers(struct porta_ctx *c, struct porta_buf ***bufs, size_t *pe
     const struct porta_hparams *hp = &c->m->hp;
     bool mla = hp->arch == PORTA_ARCH_DEEPSEEK2, moe = hp->n_expert > 0;
     bool gated = false;
-    for (int il = 0; il < hp->n_layer; il++)
+    bool last = c->m->layer_to == hp->n_layer - 1;
+    for (int il = c->m->layer_from; il <= c->m->layer_to; il++)
         gated = gated || c->m->layers[il].gate_inp_shexp.buf;
     int hd = imax(hp->head_dim, hp->head_dim_v), H = hp->n_head, k = hp->n_expert_used;
     int qdim = H * hd, kdim = hp->n_head_kv * hd;
@@ -759,7 +834,7 @@ static int ctx_buffers(struct porta_ctx *c, struct porta_buf ***bufs, size_t *pe
     } t[] = {
         { &c->x, hp->n_embd }, { &c->xb, imax(hp->n_embd, qdim) },
         { &c->q, mla ? 0 : qdim }, { &c->k, mla ? 0 : kdim }, { &c->v, mla ? 0 : kdim },
-        { &c->att, qdim }, { &c->g, n_ff }, { &c->u, n_ff }, { &c->logits, hp->n_vocab },
+        { &c->att, qdim }, { &c->g, n_ff }, { &c->u, n_ff }, { &c->logits, last ? hp->n_vocab : 0 },
         { &c->rl, moe ? hp->n_expert : 0 }, { &c->ids, moe ? k : 0 }, { &c->rw, moe ? k : 0 },
         { &c->eg, moe ? (size_t)k * hp->n_ff_exp : 0 },
         { &c->eu, moe ? (size_t)k * hp->n_ff_exp : 0 }, { &c->xo, moe ? hp->n_embd : 0 },
@@ -807,8 +882,9 @@ int porta_ctx_create(struct porta_model *m, const struct porta_ctx_params *p,
     }
     int rc;
     size_t kbytes, vbytes;
-    if (!porta_mul_ok(c->kv_layer_stride_k, (size_t)hp->n_layer, &kbytes) ||
-        !porta_mul_ok(c->kv_layer_stride_v, (size_t)hp->n_layer, &vbytes)) {
+    size_t n_layers = (size_t)(m->layer_to - m->layer_from + 1);   /* this model's layers */
+    if (!porta_mul_ok(c->kv_layer_stride_k, n_layers, &kbytes) ||
+        !porta_mul_ok(c->kv_layer_stride_v, n_layers, &vbytes)) {
         rc = PORTA_E_NOMEM;
         goto fail;
     }
@@ -830,7 +906,8 @@ int porta_ctx_create(struct porta_model *m, const struct porta_ctx_params *p,
             goto fail;
     }
     c->n_past = calloc((size_t)p->n_seq, sizeof *c->n_past);
-    if (!c->n_past) {
+    c->xfer = malloc(sizeof(float) * (size_t)hp->n_embd * (size_t)c->p.n_batch);
+    if (!c->n_past || !c->xfer) {
         rc = PORTA_E_NOMEM;
         goto fail;
     }
@@ -854,7 +931,63 @@ void porta_ctx_destroy(struct porta_ctx *c)
     porta_be_buf_free(be, c->k_cache);
     porta_be_buf_free(be, c->v_cache);
     free(c->n_past);
+    free(c->xfer);
     free(c);
+}
+
+int porta_ctx_link(struct porta_ctx *c, struct porta_ctx *next)
+{
+    const struct porta_model *a = c->m, *b = next->m;
+    if (b->layer_from != a->layer_to + 1 || strcmp(a->gguf->path, b->gguf->path) != 0 ||
+        c->p.n_ctx != next->p.n_ctx || c->p.n_seq != next->p.n_seq ||
+        c->p.n_batch != next->p.n_batch || c->p.kv_type != next->p.kv_type) {
+        porta_err("context: layers %d..%d of %s cannot follow layers %d..%d of %s (the next "
+                  "layers of the same file, with the same context parameters)",
+                  b->layer_from, b->layer_to, b->gguf->path, a->layer_from, a->layer_to,
+                  a->gguf->path);
+        return PORTA_E_INVAL;
+    }
+    c->next = next;
+    return 0;
+}
+
+int porta_ctx_kv_copy(struct porta_ctx *c, int dst, int src, int n, void **tmp, size_t *cap)
+{
+    if (dst < 0 || src < 0 || dst >= c->p.n_seq || src >= c->p.n_seq || n < 0 ||
+        n > c->p.n_ctx) {
+        porta_err("kv copy: sequences %d -> %d, %d positions: out of range", src, dst, n);
+        return PORTA_E_RANGE;
+    }
+    size_t cells = (size_t)c->p.n_ctx * (size_t)c->p.n_seq;
+    for (struct porta_ctx *s = c; s; s = s->next) {
+        struct {
+            struct porta_buf *b;
+            size_t stride;
+        } kv[2] = { { s->k_cache, s->kv_layer_stride_k }, { s->v_cache, s->kv_layer_stride_v } };
+        for (int j = 0; j < 2; j++) {
+            size_t per = kv[j].stride / cells, seq = (size_t)s->p.n_ctx * per, bytes = n * per;
+            if (!kv[j].b || !bytes)
+                continue;
+            if (bytes > *cap) {
+                void *p = realloc(*tmp, bytes);
+                if (!p)
+                    return PORTA_E_NOMEM;
+                *tmp = p;
+                *cap = bytes;
+            }
+            for (int il = s->m->layer_from; il <= s->m->layer_to; il++) {
+                size_t base = (size_t)(il - s->m->layer_from) * kv[j].stride;
+                int rc = porta_be_download(s->m->be, *tmp, kv[j].b, base + (size_t)src * seq,
+                                           bytes);
+                if (!rc)
+                    rc = porta_be_upload(s->m->be, kv[j].b, base + (size_t)dst * seq, *tmp,
+                                         bytes);
+                if (rc)
+                    return rc;
+            }
+        }
+    }
+    return 0;
 }
 
 void porta_ctx_reset(struct porta_ctx *c, int s)
@@ -865,6 +998,36 @@ void porta_ctx_reset(struct porta_ctx *c, int s)
 }
 
 /* ---- forward ---- */
+
+/* one chunk through the layers of c's model */
+static int run_layers(struct porta_ctx *c, int n, const int32_t *ids, const int32_t *pos,
+                      const int32_t *seq, const int32_t *rows, int n_out)
+{
+    switch (c->m->hp.arch) {
+    case PORTA_ARCH_DEEPSEEK2:
+        return porta_forward_deepseek2(c, n, ids, pos, seq, rows, n_out);
+    default:
+        return porta_forward_llama(c, n, ids, pos, seq, rows, n_out);
+    }
+}
+
+/* one chunk through c and the contexts linked after it: the hidden state passes from one
+ * backend to the next through host memory; *last = the context holding the logits */
+static int run_chain(struct porta_ctx *c, int n, const int32_t *ids, const int32_t *pos,
+                     const int32_t *seq, const int32_t *rows, int n_out, struct porta_ctx **last)
+{
+    int rc = run_layers(c, n, ids, pos, seq, rows, n_out);
+    for (; !rc && c->next; c = c->next) {
+        size_t bytes = (size_t)n * (size_t)c->m->hp.n_embd * sizeof(float);
+        rc = porta_be_download(c->m->be, c->xfer, c->x, 0, bytes);
+        if (!rc)
+            rc = porta_be_upload(c->next->m->be, c->next->x, 0, c->xfer, bytes);
+        if (!rc)
+            rc = run_layers(c->next, n, ids, pos, seq, rows, n_out);
+    }
+    *last = c;
+    return rc;
+}
 
 int porta_forward(struct porta_ctx *c, const struct porta_batch *b, float *logits_out)
 {
@@ -897,31 +1060,21 @@ int porta_forward(struct porta_ctx *c, const struct porta_batch *b, float *logit
             if (want)
                 rows[n_out++] = i;
         }
-        switch (hp->arch) {
-        case PORTA_ARCH_LLAMA:
-        case PORTA_ARCH_QWEN2:
-        case PORTA_ARCH_QWEN2MOE:
-        case PORTA_ARCH_QWEN3MOE:
-            rc = porta_forward_llama(c, n, b->ids + i0, pos, b->seq ? b->seq + i0 : NULL, rows,
-                                     n_out);
-            break;
-        case PORTA_ARCH_DEEPSEEK2:
-            rc = porta_forward_deepseek2(c, n, b->ids + i0, pos, b->seq ? b->seq + i0 : NULL,
-                                         rows, n_out);
-            break;
-        }
+        struct porta_ctx *last;
+        rc = run_chain(c, n, b->ids + i0, pos, b->seq ? b->seq + i0 : NULL, rows, n_out, &last);
         if (rc)
             goto done;
         if (n_out && logits_out) {
             size_t bytes = (size_t)n_out * hp->n_vocab * sizeof(float);
-            rc = porta_be_download(c->m->be, logits_out + n_written * hp->n_vocab, c->logits, 0,
-                                   bytes);
+            rc = porta_be_download(last->m->be, logits_out + n_written * hp->n_vocab,
+                                   last->logits, 0, bytes);
             if (rc)
                 goto done;
             n_written += (size_t)n_out;
         }
     }
-    rc = porta_be_synchronize(c->m->be);
+    for (struct porta_ctx *s = c; s && !rc; s = s->next)
+        rc = porta_be_synchronize(s->m->be);
 done:
     free(pos);
     return rc;

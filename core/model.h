@@ -88,7 +88,10 @@ struct porta_model {
     struct porta_weight tok_embd;   /* [n_vocab, n_embd] */
     struct porta_weight out_norm;   /* [n_embd] */
     struct porta_weight output;     /* [n_vocab, n_embd]; tok_embd when tied */
-    struct porta_layer *layers;     /* n_layer */
+    struct porta_layer *layers;     /* n_layer; only [layer_from, layer_to] are bound */
+    int layer_from, layer_to;       /* the layers this model runs (per-layer placement: a model
+                                       per backend); the embedding with layer 0, the output
+                                       norm and matrix with the last layer */
     float *rope_freqs;              /* host copy of rope_freqs.weight, or NULL */
     struct porta_buf *derived;      /* weights made at load time (MLA wk_b from attn_kv_b) */
     size_t weight_bytes;            /* bytes of the matrices one decoded token reads (MoE: the
@@ -101,6 +104,11 @@ struct porta_model {
 int porta_model_load(const char *path, struct porta_backend *be, struct porta_model **out);
 /* Same over an already opened GGUF, which the model then owns (closed by destroy). */
 int porta_model_load_gguf(struct porta_gguf *g, struct porta_backend *be, struct porta_model **out);
+/* Layers [from, to] only (per-layer placement): only their tensors, plus the token embedding
+ * when from is 0 and the output norm and matrix when to is the last layer, go to `be`.
+ * from > to or to past the last layer is PORTA_E_INVAL. */
+int porta_model_load_range(const char *path, struct porta_backend *be, int from, int to,
+                           struct porta_model **out);
 void porta_model_destroy(struct porta_model *m);                    /* NULL ok */
 
 /* Reads the hyperparameters of g; validates ranges. Used by the loader and `porta info`. */
@@ -132,6 +140,10 @@ struct porta_ctx {
     /* MLA: q_a, q no-rope/rope parts, absorbed q, latent + rope of the new tokens, output */
     struct porta_buf *qa, *qn, *qr, *ql, *kl, *kr, *ol;
     int32_t *n_past;                /* per sequence: positions filled (bookkeeping for callers) */
+    /* per-layer placement: the context of the model that runs the following layers (on its
+     * own backend); porta_forward hands it the hidden state through host memory. Not owned. */
+    struct porta_ctx *next;
+    float *xfer;                    /* host staging for the hidden state, [n_batch][n_embd] */
 };
 
 struct porta_batch {
@@ -145,6 +157,14 @@ struct porta_batch {
 int porta_ctx_create(struct porta_model *m, const struct porta_ctx_params *p,
                      struct porta_ctx **out);
 void porta_ctx_destroy(struct porta_ctx *c);                        /* NULL ok */
+/* Chains `next` (a context over the layers right after c's, any backend, same n_ctx, n_seq,
+ * n_batch and kv_type) after c: porta_forward(c, ...) then runs both. c keeps the positions.
+ * Returns 0 or PORTA_E_INVAL (layers not adjacent, other parameters, a different model file). */
+int porta_ctx_link(struct porta_ctx *c, struct porta_ctx *next);
+/* Copies the first n positions of sequence src's K/V to sequence dst, in every layer (of the
+ * linked contexts too), through host memory: *tmp (*cap bytes) is the caller's scratch, grown
+ * with realloc. Returns 0, PORTA_E_RANGE (a sequence or n out of range) or an error. */
+int porta_ctx_kv_copy(struct porta_ctx *c, int dst, int src, int n, void **tmp, size_t *cap);
 /* Forgets sequence s (or all with s < 0): positions restart at 0. */
 void porta_ctx_reset(struct porta_ctx *c, int s);
 

@@ -288,37 +288,7 @@ static bool beam_parked(const struct slot *s)
 /* copies the first n positions of src's K/V to dst (through host memory: any backend) */
 static int kv_copy(struct srv_sched *sc, int dst, int src, int n)
 {
-    struct porta_ctx *c = sc->e->c;
-    const struct porta_hparams *hp = &c->m->hp;
-    size_t es = c->p.kv_type == PORTA_F16 ? 2 : 4;
-    size_t per_k = (size_t)hp->n_head_kv * hp->head_dim * es;
-    size_t per_v = (size_t)hp->n_head_kv * hp->head_dim_v * es;
-    size_t need = (size_t)n * (per_k > per_v ? per_k : per_v);
-    if (need > sc->kv_tmp_cap) {
-        void *p = realloc(sc->kv_tmp, need);
-        if (!p)
-            return PORTA_E_NOMEM;
-        sc->kv_tmp = p;
-        sc->kv_tmp_cap = need;
-    }
-    for (int il = 0; il < hp->n_layer; il++) {
-        struct {
-            struct porta_buf *b;
-            size_t stride, per;
-        } kv[2] = { { c->k_cache, c->kv_layer_stride_k, per_k },
-                    { c->v_cache, c->kv_layer_stride_v, per_v } };
-        for (int j = 0; j < 2; j++) {
-            size_t base = (size_t)il * kv[j].stride, seq_bytes = (size_t)c->p.n_ctx * kv[j].per;
-            int rc = porta_be_download(c->m->be, sc->kv_tmp, kv[j].b,
-                                       base + (size_t)src * seq_bytes, (size_t)n * kv[j].per);
-            if (!rc)
-                rc = porta_be_upload(c->m->be, kv[j].b, base + (size_t)dst * seq_bytes,
-                                     sc->kv_tmp, (size_t)n * kv[j].per);
-            if (rc)
-                return rc;
-        }
-    }
-    return 0;
+    return porta_ctx_kv_copy(sc->e->c, dst, src, n, &sc->kv_tmp, &sc->kv_tmp_cap);
 }
 
 /* hypotheses -> choices (text through the stop strings and the <think> split), slots freed */

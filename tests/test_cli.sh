@@ -40,8 +40,18 @@ printf 'model: {\n  colour = 3;\n};\n' > "$T/bad2.cfg"
 expect_fail "config unknown key" "bad2.cfg:2: model.colour" $BIN devices -c "$T/bad2.cfg"
 printf 'backend: { order = ["cuda"]; };\n' > "$T/bad3.cfg"
 expect_fail "config bad backend" "bad3.cfg:1: backend.order" $BIN devices -c "$T/bad3.cfg"
-printf 'backend: { order = ["cpu"]; layers = ( { backend = "opencl"; from = 0; to = 3; } ); };\n' > "$T/layers.cfg"
-expect_fail "layers on another backend" "per-layer placement across several backends" $BIN run -c "$T/layers.cfg" -m "$MODEL" -p hi -n 2
+# per-layer placement: layers 10..19 on OpenCL (PoCL), the rest on the CPU, the same greedy
+# text as the CPU alone; a backend that does not open leaves its layers on the first one
+printf 'backend: { order = ["cpu"]; opencl: { platform = 0; device = 0; };\n  layers = ( { backend = "opencl"; from = 10; to = 19; } ); };\nmodel: { kv_type = "f32"; };\n' > "$T/layers.cfg"
+if $BIN devices 2>/dev/null | grep -q "opencl: platform"; then
+  $BIN run -c "$T/layers.cfg" -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 > "$T/split.txt" 2> "$T/split.err" &&
+  $BIN run -q --backend cpu --kv-type f32 -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 > "$T/whole.txt" 2>/dev/null &&
+  grep -q "layers 0..9 on cpu, 10..19 on opencl, 20..29 on cpu" "$T/split.err" &&
+  cmp -s "$T/split.txt" "$T/whole.txt" && ok || { bad "placement cpu+opencl"; cat "$T/split.err" "$T/split.txt" "$T/whole.txt"; }
+fi
+printf 'backend: { order = ["cpu"]; layers = ( { backend = "hip"; from = 0; to = 3; } ); };\n' > "$T/layers3.cfg"
+$BIN run -c "$T/layers3.cfg" -m "$MODEL" -p hi -n 2 > /dev/null 2> "$T/l3.err" &&
+  grep -q "backend 'hip' did not open; its layers run on cpu" "$T/l3.err" && ok || { bad "placement fallback"; cat "$T/l3.err"; }
 printf 'backend: { order = ["cpu"]; layers = ( { backend = "cpu"; from = 0; to = 999; } ); };\n' > "$T/layers2.cfg"
 expect_fail "layers past the model" "but the model has" $BIN run -c "$T/layers2.cfg" -m "$MODEL" -p hi -n 2
 expect_fail "flag bad value" "sampling.temperature" $BIN run -m "$MODEL" -p hi --temp -1
