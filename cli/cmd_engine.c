@@ -490,9 +490,13 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
     }
     const char *name = strrchr(cfg->model.path, '/') ? strrchr(cfg->model.path, '/') + 1
                                                      : cfg->model.path;
-    char kern[32];
+    char kern[32], bname[64] = "";
     int nth;
     backend_kernels(e.be, cfg, kern, sizeof kern, &nth);
+    /* per-layer placement: every part's backend, "cpu+opencl+cpu" */
+    for (int s = 0, l = 0; s < e.n_stages && l < (int)sizeof bname; s++)
+        l += snprintf(bname + l, sizeof bname - (size_t)l, "%s%s", s ? "+" : "",
+                      e.stage_model[s]->be->ops->name);
     /* decode reads every weight matrix it multiplies (MoE: the active experts only, see
      * weight_bytes) plus, per layer, the K and V rows of every earlier position (averaged over
      * the positions the test decodes); MLA caches one latent + rope row per position */
@@ -525,7 +529,7 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
             printf("{\"model\": \"%s\", \"backend\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
                    "\"test\": \"pp%d\", \"tok_s\": %.3f, \"tok_s_min\": %.3f, \"tok_s_max\": %.3f, "
                    "\"gop_s\": %.2f, \"reps\": %d}\n",
-                   name, e.be->ops->name, kern, nth, n_prompt, sp.median, sp.min, sp.max,
+                   name, bname, kern, nth, n_prompt, sp.median, sp.min, sp.max,
                    pp_ops * sp.median / n_prompt / 1e9, reps);
         if (n_gen > 0)
             printf("{\"model\": \"%s\", \"backend\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
@@ -533,7 +537,7 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
                    "\"bytes_per_tok\": %.0f, \"gb_s\": %.3f, \"membw_gb_s\": %.3f, "
                    "\"membw_gb_s_max\": %.3f, \"membw_pct\": %.1f, \"cpu_share\": %.2f, "
                    "\"reps\": %d}\n",
-                   name, e.be->ops->name, kern, nth, n_gen, sg.median, sg.min, sg.max, bytes_tok,
+                   name, bname, kern, nth, n_gen, sg.median, sg.min, sg.max, bytes_tok,
                    gbs, sb.median, sb.max, 100.0 * gbs / sb.median, sc.median, reps);
     } else {
         if (header) {
@@ -544,11 +548,11 @@ static int bench_model(struct porta_config *cfg, const struct bench_opts *o, boo
         double wmb = wbytes / 1e6;
         if (n_prompt > 0)
             printf("| %s | %s %s | %d | %.1f | pp%d | %.2f | %.2f | %.2f | %.1f GOP/s | | |\n", name,
-                   e.be->ops->name, kern, nth, wmb, n_prompt, sp.median, sp.min, sp.max,
+                   bname, kern, nth, wmb, n_prompt, sp.median, sp.min, sp.max,
                    pp_ops * sp.median / n_prompt / 1e9);
         if (n_gen > 0)
             printf("| %s | %s %s | %d | %.1f | tg%d | %.2f | %.2f | %.2f | %.2f GB/s | %.0f%% "
-                   "(%.1f) | %.2f |\n", name, e.be->ops->name, kern, nth, wmb, n_gen, sg.median,
+                   "(%.1f) | %.2f |\n", name, bname, kern, nth, wmb, n_gen, sg.median,
                    sg.min, sg.max, gbs, 100.0 * gbs / sb.median, sb.median, sc.median);
         fflush(stdout);
     }
