@@ -764,6 +764,11 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n)
  * 20 instructions per 8 rows and token. The second half re-reads the group from L1/L2. */
 
 #define ALWAYS static inline __attribute__((always_inline))
+/* The one-token (decode) kernels are functions of their own at a page boundary: inlined into
+ * the gemm entry points, their loops landed wherever the code before them ended, and some
+ * placements cost the front end enough to make Q4_K decode ~7% slower, so any edit anywhere
+ * could move decode speed. Placed like this they run the same in every build. */
+#define DECODE_KERNEL static __attribute__((noinline, aligned(4096)))
 #ifndef GEMM_PF
 #define GEMM_PF 512                   /* weight-stream prefetch distance into L1, bytes */
 #endif
@@ -1095,7 +1100,20 @@ ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *ac
             store_rows(y + (size_t)t * ys + 8 * h, _mm256_load_ps(acc[h][t]), nr - 8 * h);
 }
 
-#define GEMM32(fn, type)                                                                         \
+/* the one-token case of each 32-block type, placed (see DECODE_KERNEL) */
+#define DEC32(fn, type)                                                                          \
+    DECODE_KERNEL void fn(int nb, const uint8_t *w, const uint8_t *a, size_t as, int64_t n_cols,  \
+                          float *y, size_t ys, int nr)                                           \
+    {                                                                                            \
+        tile32(type, 1, nb, w, a, as, n_cols, y, ys, nr);                                        \
+    }
+
+DEC32(dec_q4_0, PORTA_Q4_0)
+DEC32(dec_q4_1, PORTA_Q4_1)
+DEC32(dec_q5_0, PORTA_Q5_0)
+DEC32(dec_q8_0, PORTA_Q8_0)
+
+#define GEMM32(fn, type, dec)                                                                    \
     static void fn(int64_t n_cols, const void *w, const void *act, size_t as, int n_tok,          \
                    float *y, size_t ys, int n_rows)                                              \
     {                                                                                            \
@@ -1105,17 +1123,17 @@ ALWAYS void tile32(int type, int NT, int nb, const uint8_t *w, const uint8_t *ac
         for (; t + NT2 <= n_tok; t += NT2)                                                       \
             tile32(type, NT2, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows);           \
         switch (n_tok - t) {                                                                     \
-        case 1: tile32(type, 1, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;  \
+        case 1: dec(nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;              \
         case 2: tile32(type, 2, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;  \
         case 3: tile32(type, 3, nb, w, a + t * as, as, n_cols, y + t * ys, ys, n_rows); break;  \
         default: break;                                                                          \
         }                                                                                        \
     }
 
-GEMM32(gemm_q4_0, PORTA_Q4_0)
-GEMM32(gemm_q4_1, PORTA_Q4_1)
-GEMM32(gemm_q5_0, PORTA_Q5_0)
-GEMM32(gemm_q8_0, PORTA_Q8_0)
+GEMM32(gemm_q4_0, PORTA_Q4_0, dec_q4_0)
+GEMM32(gemm_q4_1, PORTA_Q4_1, dec_q4_1)
+GEMM32(gemm_q5_0, PORTA_Q5_0, dec_q5_0)
+GEMM32(gemm_q8_0, PORTA_Q8_0, dec_q8_0)
 
 /* vpshufb patterns over int32 lanes of 4 bytes: (byte k, byte k) as an int16 pair (k_pair),
  * and byte k in the high byte of both words (k_hi2, for a sign-extending shift) */
@@ -1226,7 +1244,7 @@ ALWAYS void k4_unpack(const uint8_t *blk, int h, __m256i *sc_lo, __m256i *sc_hi,
 
 /* Q4_K for one token (decode): both halves of each super-block together, so that each
  * activation broadcast serves 16 rows; sums in registers. */
-static void tile_q4_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
+DECODE_KERNEL void tile_q4_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -1368,7 +1386,7 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
 
 /* Q6_K for one token (decode): both halves of each super-block together (see blk_q6_K_half
  * for the arithmetic), so that each activation broadcast serves 16 rows; sums in registers. */
-static void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
+DECODE_KERNEL void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m256 acc[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };

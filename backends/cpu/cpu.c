@@ -2,7 +2,9 @@
  * a persistent thread pool, and the ops, which call the kernel table chosen at open time
  * (scalar, AVX2 or AVX-512; see kernels.h). Matrices with a tile kernel are repacked on first
  * use (repack.h) into 2 MB-page arenas; tile matmuls are queued and run together when they
- * share an input (q/k/v, gate/up), every other op running the queue first. PORTA_CPU_REPACK=0
+ * share an input (q/k/v, gate/up), every other op running the queue first, each thread
+ * streaming its own part of the job, whose start it prefetched while it waited for the job
+ * (the matrices come in the same order every token). PORTA_CPU_REPACK=0
  * keeps the row-by-row vec_dot path; PORTA_CPU_PROFILE=1 logs time per op at close. */
 #include <math.h>
 #include <pthread.h>
@@ -31,6 +33,7 @@ struct porta_buf {
 /* Repacked matrices live in arenas of 2 MB pages, one after the other in the order they are
  * first used (the order decode streams them in); an arena is freed with its last pack. */
 #define ARENA_BYTES ((size_t)64 << 20)
+#define PF_SLOTS 8                  /* threads that prefetch their part of the next matmul job */
 #define HUGE_PAGE ((size_t)2 << 20)
 
 struct arena {
@@ -50,6 +53,10 @@ struct pack {
     int64_t n_rows, n_cols;
     size_t group_bytes;
     uint8_t *data;                  /* ceil(n_rows / 16) groups */
+    /* where threads 0..PF_SLOTS-1 start in the matmul job this matrix comes first in, as last
+     * run: the idle-time prefetch (porta_pool_prefetch) before that job */
+    const uint8_t *pf_at[PF_SLOTS];
+    size_t pf_len[PF_SLOTS];
 };
 
 /* PORTA_CPU_PROFILE=1: wall time per op kind and per matrix shape, logged at close */
@@ -82,7 +89,8 @@ struct cpu_ctx {
 };
 
 static void flush(struct cpu_ctx *c);
-static struct gemm_job *batch_new(void);
+static struct gemm_job *batch_new(int nth);
+static void batch_free(struct gemm_job *j);
 
 static float f16_table[65536];
 static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
@@ -252,7 +260,7 @@ static void cpu_close(struct porta_backend *be)
         free(a);
     }
     free(c->packs);
-    free(c->batch);
+    batch_free(c->batch);
     free(c->act);
     free(c->scores);
     free(c);
@@ -266,12 +274,6 @@ static int cpu_open(struct porta_backend *be, const struct porta_backend_cfg *cf
     if (!c)
         return PORTA_E_NOMEM;
     be->ctx = c;
-    c->batch = batch_new();
-    if (!c->batch) {
-        free(c);
-        be->ctx = NULL;
-        return PORTA_E_NOMEM;
-    }
     int rc = pick_kernels(c, env_or(cfg->cpu_kernels));
     if (rc)
         goto fail;
@@ -279,6 +281,11 @@ static int cpu_open(struct porta_backend *be, const struct porta_backend_cfg *cf
     rc = porta_pool_create(nt, &c->pool);
     if (rc)
         goto fail;
+    c->batch = batch_new(porta_pool_size(c->pool));
+    if (!c->batch) {
+        rc = PORTA_E_NOMEM;
+        goto fail;
+    }
     const char *pe = getenv("PORTA_CPU_PROFILE");
     if (pe && *pe && strcmp(pe, "0") != 0)
         c->prof = calloc(1, sizeof *c->prof);
@@ -350,6 +357,8 @@ static void arena_release(struct cpu_ctx *c, struct arena *a);
  * overlap [lo, hi) of it). */
 static void drop_packs(struct cpu_ctx *c, const struct porta_buf *b, size_t lo, size_t hi)
 {
+    for (int s = 0; s < porta_pool_size(c->pool); s++)
+        porta_pool_prefetch(c->pool, s, NULL, 0);   /* it may name a pack dropped here */
     for (int i = 0; i < c->n_packs;) {
         struct pack *pk = &c->packs[i];
         size_t off = pk->buf == b ? (size_t)(pk->src - b->data) : 0;
@@ -555,26 +564,78 @@ struct gemm_job {
     size_t astride;
     int n_tok, nth;
     int64_t per;                    /* tokens per task, for the activations */
-    atomic_llong next;              /* the next group nobody has taken */
+    int pack0;                      /* the pack of mm[0] (an index into the pack table) */
+    struct region *reg;             /* per thread: the groups it has left (see gemm_task) */
 };
 
-/* Guided self-scheduling: take a run of groups whose length shrinks with what is left (a
- * share of it per thread, halved), so that the threads finish together: a thread that the OS
- * held back, or that met slower memory, leaves only a short last run to wait for. */
-static bool take_groups(atomic_llong *next, int64_t n, int nth, int64_t *g0, int64_t *g1)
+/* A thread's share of a job's groups, [lo, hi) packed in one word (lo | hi << 32): the owner
+ * takes groups one at a time from the front, so its reads stay one stream that its prefetches
+ * run ahead of; a thread that has run out takes half of what is left from the back of
+ * another's. So the threads finish together whether or not they all came or ran at the same
+ * speed (a descheduled worker holds back at most one group), and each starts where it
+ * prefetched before the job. Own cache line each. */
+struct region {
+    atomic_ullong span;
+    char pad[64 - sizeof(atomic_ullong)];
+};
+
+static inline unsigned long long span_of(int64_t lo, int64_t hi)
 {
-    int64_t cur = atomic_load_explicit(next, memory_order_relaxed);
+    return (unsigned long long)lo | (unsigned long long)hi << 32;
+}
+
+static bool take_own(struct region *r, int64_t *g)
+{
+    unsigned long long sp = atomic_load_explicit(&r->span, memory_order_relaxed);
     for (;;) {
-        if (cur >= n)
+        int64_t lo = (int64_t)(sp & 0xFFFFFFFFull), hi = (int64_t)(sp >> 32);
+        if (lo >= hi)
             return false;
-        int64_t take = (n - cur) / (2 * nth);
-        take = take < 1 ? 1 : take;
-        if (atomic_compare_exchange_weak_explicit(next, &cur, cur + take, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-            *g0 = cur;
-            *g1 = cur + take;
+        if (atomic_compare_exchange_weak_explicit(&r->span, &sp, span_of(lo + 1, hi),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            *g = lo;
             return true;
         }
+    }
+}
+
+static bool steal(struct gemm_job *j, int self, int64_t *g0, int64_t *g1)
+{
+    for (int k = 1; k <= j->nth; k++) {
+        struct region *r = &j->reg[(self + k) % j->nth];
+        unsigned long long sp = atomic_load_explicit(&r->span, memory_order_relaxed);
+        for (;;) {
+            int64_t lo = (int64_t)(sp & 0xFFFFFFFFull), hi = (int64_t)(sp >> 32);
+            if (lo >= hi)
+                break;
+            int64_t take = (hi - lo + 1) / 2;
+            if (atomic_compare_exchange_weak_explicit(&r->span, &sp, span_of(lo, hi - take),
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *g0 = hi - take;
+                *g1 = hi;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* the groups of thread s at the start of a job */
+static void region_bounds(const struct gemm_job *j, int s, int64_t *lo, int64_t *hi)
+{
+    long l, h;
+    porta_split((long)j->start[j->n_mm], s, j->nth, &l, &h);
+    *lo = l;
+    *hi = h;
+}
+
+static void regions_reset(struct gemm_job *j)
+{
+    for (int s = 0; s < j->nth; s++) {
+        int64_t lo, hi;
+        region_bounds(j, s, &lo, &hi);
+        atomic_store_explicit(&j->reg[s].span, span_of(lo, hi), memory_order_relaxed);
     }
 }
 
@@ -606,25 +667,76 @@ static void gemm_act_task(void *arg, int task, int n)
     }
 }
 
+static void gemm_run(struct gemm_job *j, int64_t g0, int64_t g1, int *m)
+{
+    for (int64_t u = g0; u < g1; u++) {
+        while (u >= j->start[*m + 1])
+            (*m)++;
+        while (u < j->start[*m])
+            (*m)--;
+        const struct tile_mm *mm = &j->mm[*m];
+        int64_t g = u - j->start[*m], r0 = g * PORTA_GEMM_ROWS, nr = mm->n_rows - r0;
+        mm->gemm(j->n_cols, mm->data + g * mm->group_bytes, j->act[mm->act], j->astride,
+                 j->n_tok, mm->y + r0, (size_t)mm->n_rows,
+                 nr < PORTA_GEMM_ROWS ? (int)nr : PORTA_GEMM_ROWS);
+    }
+}
+
+/* Thread s runs its own region from the front, then steals (see struct region). */
 static void gemm_task(void *arg, int task, int n)
 {
     struct gemm_job *j = arg;
     int64_t g0, g1;
-    int m = 0;
-    while (take_groups(&j->next, j->start[j->n_mm], j->nth, &g0, &g1)) {
+    int m = 0, s = porta_pool_slot();
+    while (take_own(&j->reg[s], &g0))
+        gemm_run(j, g0, g0 + 1, &m);
+    while (steal(j, s, &g0, &g1)) {
         prefetch_run(j, g0);
-        for (int64_t u = g0; u < g1; u++) {
-            while (u >= j->start[m + 1])
-                m++;
-            while (u < j->start[m])
-                m--;
-            const struct tile_mm *mm = &j->mm[m];
-            int64_t g = u - j->start[m], r0 = g * PORTA_GEMM_ROWS, nr = mm->n_rows - r0;
-            mm->gemm(j->n_cols, mm->data + g * mm->group_bytes, j->act[mm->act], j->astride,
-                     j->n_tok, mm->y + r0, (size_t)mm->n_rows,
-                     nr < PORTA_GEMM_ROWS ? (int)nr : PORTA_GEMM_ROWS);
-        }
+        gemm_run(j, g0, g1, &m);
     }
+}
+
+/* Idle-time prefetch (porta_pool_prefetch): the start of each thread's region in the job that
+ * will most likely follow this one (the next matrix in the order of use starts it), at most
+ * this many bytes, up to the end of the matrix it starts in. */
+#define NEXT_PREFETCH ((size_t)512 << 10)
+
+/* Notes where this job's threads start, in its first matrix's pack, for the job before it. */
+static void learn_prefetch(struct cpu_ctx *c, const struct gemm_job *j)
+{
+    if (j->pack0 < 0 || j->pack0 >= c->n_packs || c->packs[j->pack0].data != j->mm[0].data)
+        return;
+    struct pack *pk = &c->packs[j->pack0];
+    for (int s = 0; s < PF_SLOTS; s++) {
+        int64_t lo, hi;
+        pk->pf_at[s] = NULL;
+        pk->pf_len[s] = 0;
+        if (s >= j->nth)
+            continue;
+        region_bounds(j, s, &lo, &hi);
+        int m = 0;
+        while (m + 1 < j->n_mm && lo >= j->start[m + 1])
+            m++;
+        if (lo >= hi || lo >= j->start[m + 1])
+            continue;
+        const struct tile_mm *mm = &j->mm[m];
+        size_t len = (size_t)((hi < j->start[m + 1] ? hi : j->start[m + 1]) - lo) * mm->group_bytes;
+        pk->pf_at[s] = mm->data + (size_t)(lo - j->start[m]) * mm->group_bytes;
+        pk->pf_len[s] = len < NEXT_PREFETCH ? len : NEXT_PREFETCH;
+    }
+}
+
+/* Names to the pool what each thread should prefetch once it is out of work in this job. */
+static void prefetch_next(struct cpu_ctx *c, const struct gemm_job *j)
+{
+    if (!c->n_packs || c->hint >= c->n_packs)
+        return;
+    const struct pack *pk = &c->packs[c->hint];
+    for (int m = 0; m < j->n_mm; m++)
+        if (j->mm[m].data == pk->data)
+            return;                 /* a matrix of this job: the order did not repeat */
+    for (int s = 0; s < PF_SLOTS && s < j->nth; s++)
+        porta_pool_prefetch(c->pool, s, pk->pf_at[s], pk->pf_len[s]);
 }
 
 /* Every group reads all of the job's activations, so they should stay in L2 from one group to
@@ -638,7 +750,7 @@ static void run_token_chunks(struct cpu_ctx *c, struct gemm_job *j)
     size_t act_all = j->astride * (size_t)j->n_tok * (size_t)j->n_act;
     int nc = act_all > GEMM_ACT_L2 ? (int)((act_all + GEMM_ACT_L2 - 1) / GEMM_ACT_L2) : 1;
     if (nc <= 1 || j->n_tok <= 16) {
-        atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+        regions_reset(j);
         porta_pool_run(c->pool, gemm_task, j);
         return;
     }
@@ -651,7 +763,7 @@ static void run_token_chunks(struct cpu_ctx *c, struct gemm_job *j)
         for (int m = 0; m < j->n_mm; m++)
             j->mm[m].y += (size_t)(t0 ? chunk : 0) * (size_t)j->mm[m].n_rows;
         j->n_tok = nt;
-        atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+        regions_reset(j);
         porta_pool_run(c->pool, gemm_task, j);
     }
     int moved = (n_tok - 1) / chunk * chunk;
@@ -674,14 +786,15 @@ static void flush(struct cpu_ctx *c)
     j->start[0] = 0;
     for (int m = 0; m < j->n_mm; m++)
         j->start[m + 1] = j->start[m] + j->mm[m].n_groups;
-    /* the first two runs (see take_groups) start loading while the activations are made */
+    /* this thread's region starts loading while it makes the activations (the others
+     * prefetched theirs while they waited) */
     prefetch_run(j, 0);
-    if (j->nth > 1)
-        prefetch_run(j, j->start[j->n_mm] / (2 * j->nth));
     int64_t units = (int64_t)j->n_tok * j->n_act;
     /* activations: one row is quicker on this thread than a wake-up of the pool */
     j->per = units < 2 * j->nth ? units : (units + 2 * j->nth - 1) / (2 * j->nth);
     porta_pool_run_n(c->pool, (int)((units + j->per - 1) / j->per), gemm_act_task, j);
+    learn_prefetch(c, j);
+    prefetch_next(c, j);
     run_token_chunks(c, j);
     if (c->prof) {
         double bytes = 0;
@@ -693,9 +806,21 @@ static void flush(struct cpu_ctx *c)
     j->n_act = 0;
 }
 
-static struct gemm_job *batch_new(void)
+static struct gemm_job *batch_new(int nth)
 {
-    return calloc(1, sizeof(struct gemm_job));
+    struct gemm_job *j = calloc(1, sizeof *j);
+    if (j && !(j->reg = aligned_alloc(64, sizeof *j->reg * (size_t)nth))) {
+        free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void batch_free(struct gemm_job *j)
+{
+    if (j)
+        free(j->reg);
+    free(j);
 }
 
 static bool overlap(const void *a, size_t na, const void *b, size_t nb)
@@ -726,6 +851,8 @@ static int matmul_tiles(struct cpu_ctx *c, float *y, const struct porta_weight *
     const struct pack *pk = get_pack(c, w, wdata);
     if (!pk)
         return PORTA_E_UNSUPPORTED;
+    if (!j->n_mm)
+        j->pack0 = (int)(pk - c->packs);
     /* every activation format of the batch uses the same row stride, the largest one */
     size_t a32 = porta_gemm_act_bytes(PORTA_Q4_0, w->n_cols);
     size_t ak = porta_gemm_act_bytes(PORTA_Q8_K, w->n_cols);

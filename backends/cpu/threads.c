@@ -4,7 +4,10 @@
  * a job that has ended), takes tasks from an atomic counter until none are left, and leaves.
  * The caller takes tasks too; when they are all taken it waits only for workers still inside,
  * then closes the job. Decode issues a few hundred jobs per token, so workers spin for a while
- * between jobs and only then sleep on a condition variable. */
+ * between jobs and only then sleep on a condition variable. Each thread may have memory to
+ * prefetch whenever it has nothing left to do (porta_pool_prefetch): the time it waits for the
+ * others, or for the caller's serial work between jobs, then loads what it reads first in the
+ * next job. */
 #include "threads.h"
 
 #include <pthread.h>
@@ -21,6 +24,13 @@
 #define GEN_SHIFT   16
 #define SPIN_NS     300000            /* a worker spins this long for the next job, then sleeps */
 #define YIELD_AFTER 2000              /* the caller's wait: pause loops before sched_yield() */
+#define PF_STEP     4096              /* idle prefetch: bytes between looks at the state word */
+
+struct pf_range {
+    const char *p;
+    size_t n;
+    size_t done;                    /* bytes prefetched so far (the thread's own copy only) */
+};
 
 struct porta_pool {
     int n;                          /* threads including the caller */
@@ -32,6 +42,9 @@ struct porta_pool {
     void *arg;
     int n_tasks;
     atomic_int next;                /* next task index to take */
+    struct pf_range *pf;            /* per slot: what to prefetch when out of tasks, kept until
+                                     * replaced (written by the caller between jobs only) */
+    struct pf_range caller_pf;      /* the caller's progress on pf[0] */
     atomic_int sleepers;
     atomic_bool stop;
     pthread_mutex_t mu;
@@ -72,6 +85,26 @@ static void take_tasks(struct porta_pool *p, porta_job_fn fn, void *arg, int n)
     }
 }
 
+/* A thread's copy *mine of its range: set to `set` unless that is the range it already has
+ * (then its progress stays). */
+static void pf_take(struct pf_range *mine, struct pf_range set)
+{
+    if (mine->p != set.p || mine->n != set.n)
+        *mine = (struct pf_range){ set.p, set.n, 0 };
+}
+
+/* Prefetches the next PF_STEP bytes of r into L2; false when all of it is done. */
+static bool pf_step(struct pf_range *r)
+{
+    if (r->done >= r->n)
+        return false;
+    size_t end = r->n - r->done > PF_STEP ? r->done + PF_STEP : r->n;
+    for (size_t o = r->done; o < end; o += 64)
+        __builtin_prefetch(r->p + o, 0, 2);
+    r->done = end;
+    return true;
+}
+
 /* Waits until the state's generation differs from `seen` (or the pool stops): spins for
  * SPIN_NS, then sleeps. */
 static void wait_job(struct porta_pool *p, uint64_t seen)
@@ -102,7 +135,9 @@ static void *worker(void *varg)
     struct worker_arg *wa = varg;
     struct porta_pool *p = wa->p;
     t_slot = wa->slot;
+    int slot = wa->slot;
     free(wa);
+    struct pf_range pf = { 0 };     /* this worker's idle prefetch and its progress */
     uint64_t seen = 0;              /* generation of the last job this worker is done with */
     for (;;) {
         wait_job(p, seen);
@@ -117,7 +152,12 @@ static void *worker(void *varg)
             continue;               /* the state moved on: look again */
         seen = s >> GEN_SHIFT;
         take_tasks(p, p->fn, p->arg, p->n_tasks);
+        pf_take(&pf, p->pf[slot]);       /* read while inside: the caller may rewrite it */
         atomic_fetch_sub_explicit(&p->state, 1, memory_order_release);
+        /* out of tasks: prefetch until the next job starts */
+        while (atomic_load_explicit(&p->state, memory_order_relaxed) >> GEN_SHIFT == seen &&
+               pf_step(&pf))
+            ;
     }
 }
 
@@ -132,7 +172,8 @@ int porta_pool_create(int n_threads, struct porta_pool **out)
     pthread_cond_init(&p->cv, NULL);
     atomic_init(&p->state, CLOSED);
     p->th = calloc((size_t)p->n, sizeof *p->th);
-    if (!p->th)
+    p->pf = calloc((size_t)p->n, sizeof *p->pf);
+    if (!p->th || !p->pf)
         goto fail;
     for (int i = 1; i < p->n; i++) {
         struct worker_arg *wa = malloc(sizeof *wa);
@@ -153,6 +194,8 @@ int porta_pool_create(int n_threads, struct porta_pool **out)
 fail:
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    free(p->th);
+    free(p->pf);
     free(p);
     return PORTA_E_NOMEM;
 }
@@ -171,10 +214,17 @@ void porta_pool_destroy(struct porta_pool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->th);
+    free(p->pf);
     free(p);
 }
 
 int porta_pool_size(const struct porta_pool *p) { return p->n; }
+
+void porta_pool_prefetch(struct porta_pool *p, int slot, const void *ptr, size_t n)
+{
+    if (slot >= 0 && slot < p->n)
+        p->pf[slot] = (struct pf_range){ ptr, ptr ? n : 0, 0 };
+}
 
 void porta_pool_run_n(struct porta_pool *p, int n_tasks, porta_job_fn fn, void *arg)
 {
@@ -198,12 +248,16 @@ void porta_pool_run_n(struct porta_pool *p, int n_tasks, porta_job_fn fn, void *
         pthread_mutex_unlock(&p->mu);
     }
     take_tasks(p, fn, arg, n_tasks);
-    /* every task is taken; close the job once the workers inside it have left */
+    /* every task is taken; close the job once the workers inside it have left, prefetching
+     * this thread's part of the next job meanwhile */
     uint64_t open = g << GEN_SHIFT;
+    pf_take(&p->caller_pf, p->pf[0]);
     for (unsigned spins = 0;; spins++) {
         uint64_t expect = open;
         if (atomic_compare_exchange_weak(&p->state, &expect, open | CLOSED))
             break;
+        if (pf_step(&p->caller_pf))
+            continue;
         if (spins < YIELD_AFTER)
             cpu_relax();
         else

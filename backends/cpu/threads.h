@@ -6,6 +6,8 @@
 #ifndef PORTA_CPU_THREADS_H
 #define PORTA_CPU_THREADS_H
 
+#include <stddef.h>
+
 /* A task: called once for every task index in [0, n). */
 typedef void (*porta_job_fn)(void *arg, int task, int n);
 
@@ -22,6 +24,15 @@ int porta_pool_size(const struct porta_pool *p);
 void porta_pool_run(struct porta_pool *p, porta_job_fn fn, void *arg);
 /* Same with n_tasks tasks (n_tasks >= 0): fn(arg, i, n_tasks) for each i, any thread. */
 void porta_pool_run_n(struct porta_pool *p, int n_tasks, porta_job_fn fn, void *arg);
+/* Idle-time prefetch: from the next job started with porta_pool_run* on, whenever thread
+ * `slot` has no task left in a job (a worker after it leaves the job, until the next one
+ * starts; the caller while it waits for the workers), it prefetches [ptr, ptr + n) into its
+ * L2 in short steps, going on where it stopped, until all of it is done. For data the thread
+ * is likely to read first in a later job (a matrix multiplication's first rows), so that the
+ * job starts warm instead of one memory latency after another, while memory would idle. Call
+ * between jobs; kept until replaced (ptr NULL: nothing). Never faults: a prefetch of memory
+ * freed meanwhile is harmless. */
+void porta_pool_prefetch(struct porta_pool *p, int slot, const void *ptr, size_t n);
 /* Inside a task: the running thread's slot in [0, porta_pool_size()) (0 is the thread that
  * called porta_pool_run*), for per-thread scratch when tasks outnumber threads. */
 int porta_pool_slot(void);
