@@ -27,7 +27,8 @@ def free_port():
 class Server:
     """One `porta serve` process. url: http://127.0.0.1:PORT, base: url + /v1."""
 
-    def __init__(self, name, server_keys, model_keys=None, args=(), wait=True):
+    def __init__(self, name, server_keys, model_keys=None, args=(), wait=True,
+                 backend='order = ["cpu"];'):
         OUT.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
@@ -45,7 +46,7 @@ class Server:
 
         self.cfg = OUT / f"{name}.cfg"
         self.cfg.write_text("model:\n{\n" + section(model) + "};\n"
-                            "backend:\n{\n  order = [\"cpu\"];\n};\n"
+                            "backend:\n{\n  " + backend + "\n};\n"
                             "server:\n{\n" + section(server) + "};\n"
                             "log:\n{\n  level = \"info\";\n};\n")
         self.log_path = OUT / f"{name}.log"
