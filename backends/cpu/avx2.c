@@ -1385,7 +1385,11 @@ ALWAYS void blk_q6_K_half(int NT, const uint8_t *blk, int b, int h, const uint8_
 }
 
 /* Q6_K for one token (decode): both halves of each super-block together (see blk_q6_K_half
- * for the arithmetic), so that each activation broadcast serves 16 rows; sums in registers. */
+ * for the arithmetic), so that each activation broadcast serves 16 rows; sums in registers.
+ * A unit is done as two passes, the low nibbles with the first high-bit chunk and the high
+ * nibbles with the second, each pass's 4 sums (2 per half) in registers: all 8 at once did
+ * not fit in the 16 ymm registers and went through the stack. The second pass re-reads the
+ * nibble chunks from L1. */
 DECODE_KERNEL void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, float *y, int nr)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
@@ -1393,7 +1397,9 @@ DECODE_KERNEL void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, f
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = w + (size_t)b * 3360;
         const struct porta_block_q8_K *a = (const struct porta_block_q8_K *)act + b;
-        prefetch_block(blk, 288);
+#pragma GCC unroll 5
+        for (int off = 0; off < 288; off += 64)
+            prefetch_line(blk + off);
         __m256i isum[2];
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {       /* -32 * sum(sc * bsum): the offset of u = q + 32 */
@@ -1414,43 +1420,37 @@ DECODE_KERNEL void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, f
         for (int un = 0; un < 8; un++) {
             const uint8_t *unit = blk + 288 + 384 * un;
             const int8_t *yq = a->qs + 32 * un;
-            prefetch_block(unit, 384);
-            __m256i p[2][4];
-#pragma GCC unroll 4
-            for (int c = 0; c < 4; c++) {
-                const __m256i ylo = bcast4(yq + 4 * c), yhi = bcast4(yq + 16 + 4 * c);
-                const int hs_lo = 4 - 2 * c;            /* step c: bits 2c, 2c+1 of h0 -> 4, 5 */
+#pragma GCC unroll 6
+            for (int off = 0; off < 384; off += 64)
+                prefetch_line(unit + off);
 #pragma GCC unroll 2
-                for (int h = 0; h < 2; h++) {
-                    const __m256i v = loadu(unit + 128 + 64 * c + 32 * h);
-                    const __m256i h0 = loadu(unit + 32 * h), h1 = loadu(unit + 64 + 32 * h);
-                    const __m256i b0 = hs_lo > 0 ? _mm256_slli_epi16(h0, hs_lo) :
-                                       hs_lo == 0 ? h0 : _mm256_srli_epi16(h0, -hs_lo);
-                    const __m256i b1 = hs_lo > 0 ? _mm256_slli_epi16(h1, hs_lo) :
-                                       hs_lo == 0 ? h1 : _mm256_srli_epi16(h1, -hs_lo);
-                    const __m256i ul = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(b0, m30));
-                    const __m256i uh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-                                                       _mm256_and_si256(b1, m30));
-                    const __m256i pl = _mm256_maddubs_epi16(ul, ylo), ph = _mm256_maddubs_epi16(uh, yhi);
-                    /* steps c and c + 1 share a sub-block's int16 sum (see blk_q6_K_half) */
-                    if (c % 2 == 0) {
-                        p[h][c / 2] = pl;
-                        p[h][2 + c / 2] = ph;
-                    } else {
-                        p[h][c / 2] = _mm256_add_epi16(p[h][c / 2], pl);
-                        p[h][2 + c / 2] = _mm256_add_epi16(p[h][2 + c / 2], ph);
+            for (int part = 0; part < 2; part++) {  /* low nibbles + h0, high nibbles + h1 */
+                __m256i p[2][2];
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    const __m256i yv = bcast4(yq + 16 * part + 4 * c);
+                    const int sh = 4 - 2 * c;   /* step c: bits 2c, 2c+1 of the chunk -> 4, 5 */
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; h++) {
+                        const __m256i v = loadu(unit + 128 + 64 * c + 32 * h);
+                        const __m256i hb = loadu(unit + 64 * part + 32 * h);
+                        const __m256i bits = sh > 0 ? _mm256_slli_epi16(hb, sh) :
+                                             sh == 0 ? hb : _mm256_srli_epi16(hb, -sh);
+                        const __m256i nib = part ? _mm256_srli_epi16(v, 4) : v;
+                        const __m256i u = _mm256_or_si256(_mm256_and_si256(nib, m4),
+                                                          _mm256_and_si256(bits, m30));
+                        const __m256i pm = _mm256_maddubs_epi16(u, yv);
+                        /* steps c and c + 1 share a sub-block's int16 sum (see blk_q6_K_half) */
+                        p[h][c / 2] = c % 2 ? _mm256_add_epi16(p[h][c / 2], pm) : pm;
                     }
                 }
-            }
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const __m256i x = loadu(blk + 32 + 64 * (un / 2) + 32 * h);
-                const __m256i sa = pair_i8(x, 2 * (un % 2)), sb = pair_i8(x, 2 * (un % 2) + 1);
-                const __m256i a0 = _mm256_add_epi32(_mm256_madd_epi16(p[h][0], sa),
-                                                    _mm256_madd_epi16(p[h][1], sa));
-                const __m256i a1 = _mm256_add_epi32(_mm256_madd_epi16(p[h][2], sb),
-                                                    _mm256_madd_epi16(p[h][3], sb));
-                isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(a0, a1));
+                for (int h = 0; h < 2; h++) {
+                    const __m256i x = loadu(blk + 32 + 64 * (un / 2) + 32 * h);
+                    const __m256i sc = pair_i8(x, 2 * (un % 2) + part);
+                    isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(_mm256_madd_epi16(p[h][0], sc),
+                                                                         _mm256_madd_epi16(p[h][1], sc)));
+                }
             }
         }
         const __m256 dy = _mm256_set1_ps(a->d);
