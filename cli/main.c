@@ -151,10 +151,18 @@ static struct porta_backend *layer_backend(const struct porta_config *cfg, struc
     tried[k] = true;
     struct porta_backend_cfg bcfg;
     struct porta_backend *be;
+    if (!porta_backend_find(want)) {
+        porta_warn("backend.layers: backend '%s' is not compiled into this binary; its layers "
+                   "run on %s", want, e->be->desc);
+        return e->be;
+    }
     porta_config_backend_cfg(cfg, want, &bcfg);
-    if (porta_backend_open_first(&want, &bcfg, 1, &be) != 0) {
-        porta_warn("backend.layers: backend '%s' did not open; its layers run on %s", want,
-                   e->be->desc);
+    porta_log_demote(true);         /* the fallback below is the message, not an error */
+    int rc = porta_backend_open(want, &bcfg, &be);
+    porta_log_demote(false);
+    if (rc != 0) {
+        porta_warn("backend.layers: backend '%s' did not open (%s); its layers run on %s", want,
+                   porta_log_last_error(), e->be->desc);
         return e->be;
     }
     porta_info("backend: %s (for backend.layers)", be->desc);
