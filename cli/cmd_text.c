@@ -1,6 +1,6 @@
 /* cmd_text.c - the text commands: `porta tokenize`, `porta detokenize`, `porta run` (one
- * prompt, streamed) and `porta chat` (interactive, template applied, KV cache kept across
- * turns). */
+ * prompt, streamed, or beam search with --beams) and `porta chat` (interactive, template
+ * applied, KV cache kept across turns). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 
 #include "chat.h"
 #include "cli.h"
+#include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
 
@@ -195,11 +196,12 @@ static void flush_think(struct gen_cli *g)
     fflush(stdout);
 }
 
-static int gen_open(struct gen_cli *g, const struct porta_config *cfg, int max_tokens)
+static int gen_open(struct gen_cli *g, const struct porta_config *cfg, int max_tokens,
+                    int n_seq)
 {
     memset(g, 0, sizeof *g);
     g->tty = isatty(STDOUT_FILENO);
-    int rc = cli_engine_open(cfg, 1, &g->e);
+    int rc = cli_engine_open(cfg, n_seq, &g->e);
     if (rc)
         return rc;
     if ((rc = porta_tokenizer_load(g->e.model->gguf, &g->tok)) ||
@@ -271,6 +273,121 @@ static int gen_text(struct gen_cli *g, const char *prompt, bool add_bos, bool re
     return 0;
 }
 
+/* Beam search (run --beams N, the engine opened with N sequences): the prompt in sequence 0,
+ * then each step decodes every live beam's last token in its own sequence, porta_beam_step
+ * picks the next beams, and a beam continuing another's parent gets a copy of that
+ * sequence's KV cache (the first child keeps the parent's sequence, the others take those
+ * of beams that ended). Prints the best hypothesis. */
+static int gen_beams(struct gen_cli *g, const char *prompt, bool add_bos, int beams)
+{
+    struct porta_ctx *c = g->e.ctx;
+    int nv = g->e.model->hp.n_vocab, n_ids, n_eog = 0, rc;
+    int32_t *ids = NULL, *eog = malloc(sizeof(int32_t) * (size_t)nv);
+    float *logits = malloc(sizeof(float) * (size_t)nv * (size_t)beams);
+    struct porta_beam *bs = NULL;
+    void *tmp = NULL;
+    size_t tmp_cap = 0;
+    char *text = NULL;
+    size_t len;
+    if (!eog || !logits) {
+        rc = PORTA_E_NOMEM;
+        goto done;
+    }
+    for (int32_t t = 0; t < nv && !g->gp.ignore_eos; t++)
+        if (porta_tokenizer_is_eog(g->tok, t))
+            eog[n_eog++] = t;
+    struct porta_beam_params bp;
+    porta_beam_params_default(&bp);
+    bp.num_beams = beams;
+    bp.max_new_tokens = g->gp.max_tokens;
+    bp.eog_ids = eog;
+    bp.n_eog = n_eog;
+    if ((rc = porta_tokenize(g->tok, prompt, strlen(prompt), add_bos, true, &ids, &n_ids)) ||
+        (rc = porta_beam_create(&bp, nv, &bs)))
+        goto done;
+    if (n_ids < 1 || n_ids >= c->p.n_ctx) {
+        porta_err("run: the prompt has %d tokens; the context holds %d", n_ids, c->p.n_ctx);
+        rc = PORTA_E_RANGE;
+        goto done;
+    }
+    double t0 = porta_time_s();
+    struct porta_batch pb = { .n_tok = n_ids, .ids = ids };
+    if ((rc = porta_forward(c, &pb, logits)))
+        goto done;
+    int seq_of[16] = { 0 }, n_live = 1, n_pos = n_ids, steps = 0;
+    for (;;) {
+        const float *lg[16];
+        int32_t parent[16], token[16], pos[16], seqs[16];
+        bool done = false, want[16];
+        for (int i = 0; i < n_live; i++)
+            lg[i] = logits + (size_t)i * nv;
+        int live = 0;
+        if ((rc = porta_beam_step(bs, lg, parent, token, &live, &done)))
+            goto done;
+        if (!done && n_pos + 1 >= c->p.n_ctx) {
+            porta_beam_finish(bs);
+            done = true;
+        }
+        if (done)
+            break;
+        int next[16];
+        bool claimed[16] = { false };
+        for (int i = 0; i < live; i++) {
+            next[i] = -1;
+            if (!claimed[seq_of[parent[i]]]) {
+                claimed[seq_of[parent[i]]] = true;
+                next[i] = seq_of[parent[i]];
+            }
+        }
+        for (int i = 0; i < live; i++) {
+            if (next[i] >= 0)
+                continue;
+            int j = 0;
+            while (claimed[j])
+                j++;
+            claimed[j] = true;
+            next[i] = j;
+            if ((rc = porta_ctx_kv_copy(c, j, seq_of[parent[i]], n_pos, &tmp, &tmp_cap)))
+                goto done;
+        }
+        for (int i = 0; i < live; i++) {
+            seq_of[i] = seqs[i] = next[i];
+            pos[i] = n_pos;
+            want[i] = true;
+        }
+        struct porta_batch db = { .n_tok = live, .ids = token, .pos = pos, .seq = seqs,
+                                  .logits = want };
+        if ((rc = porta_forward(c, &db, logits)))
+            goto done;
+        n_live = live;
+        n_pos++;
+        steps++;
+    }
+    const int32_t *best;
+    int n_best = 0;
+    int32_t end = -1;
+    if (porta_beam_n_hyps(bs) > 0 &&
+        (rc = porta_beam_hyp(bs, 0, &best, &n_best, &end, NULL, NULL)) == 0 &&
+        (rc = porta_detokenize(g->tok, best, n_best, false, false, &text, &len)) == 0) {
+        fwrite(text, 1, len, stdout);
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
+    if (!rc)
+        fprintf(stderr, "[prompt: %d tokens | beam search: %d beams, %d steps, %d tokens, "
+                        "%.2f s | %s]\n",
+                n_ids, beams, steps, n_best, porta_time_s() - t0,
+                end >= 0 ? "stop" : "length");
+done:
+    free(text);
+    free(tmp);
+    porta_beam_destroy(bs);
+    free(ids);
+    free(eog);
+    free(logits);
+    return rc;
+}
+
 static const char *tok_text(const struct porta_tokenizer *t, int32_t id, char *buf, size_t cap)
 {
     size_t len = 0;
@@ -298,6 +415,7 @@ int cmd_run(int argc, char **argv)
     const char *prompt = NULL, *system = NULL;
     char *prompt_buf = NULL;
     bool chat = false, hide = false, ignore_eos = false;
+    int beams = 0;
     struct gen_cli g;
     memset(&g, 0, sizeof g);
     char *rendered = NULL;
@@ -331,6 +449,13 @@ int cmd_run(int argc, char **argv)
                 rc = PORTA_E_INVAL;
                 goto done;
             }
+        } else if (strcmp(rest[i], "--beams") == 0 && i + 1 < n_rest) {
+            beams = (int)strtol(rest[++i], &end, 10);
+            if (*end || beams < 1 || beams > 16) {
+                porta_err("run: --beams must be a number from 1 to 16");
+                rc = PORTA_E_INVAL;
+                goto done;
+            }
         } else if (strcmp(rest[i], "--chat") == 0)
             chat = true;
         else if (strcmp(rest[i], "--hide-think") == 0)
@@ -348,7 +473,7 @@ int cmd_run(int argc, char **argv)
         rc = PORTA_E_INVAL;
         goto done;
     }
-    if ((rc = gen_open(&g, &cfg, max_tokens)))
+    if ((rc = gen_open(&g, &cfg, max_tokens, beams > 1 ? beams : 1)))
         goto done;
     g.hide_think = hide;
     g.gp.ignore_eos = ignore_eos;
@@ -360,9 +485,10 @@ int cmd_run(int argc, char **argv)
         msgs[n++] = (struct porta_chat_msg){ "user", prompt };
         if ((rc = render(&g, msgs, n, &rendered)))
             goto done;
-        rc = gen_text(&g, rendered, false, porta_chat_tmpl_starts_reasoning(g.tmpl));
+        rc = beams > 1 ? gen_beams(&g, rendered, false, beams)
+                       : gen_text(&g, rendered, false, porta_chat_tmpl_starts_reasoning(g.tmpl));
     } else {
-        rc = gen_text(&g, prompt, true, false);
+        rc = beams > 1 ? gen_beams(&g, prompt, true, beams) : gen_text(&g, prompt, true, false);
     }
 done:
     free(rendered);
@@ -399,7 +525,7 @@ int cmd_chat(int argc, char **argv)
             goto done;
         }
     }
-    if ((rc = gen_open(&g, &cfg, max_tokens)))
+    if ((rc = gen_open(&g, &cfg, max_tokens, 1)))
         goto done;
     g.hide_think = hide;
     bool tty_in = isatty(STDIN_FILENO);

@@ -15,6 +15,7 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  run        generate text:  porta run -c CFG -p \"text\" | -f FILE [-n N] [--temp T] [--chat]\n"
+    "             [--beams N]  (beam search: the best of N beams, printed at the end)\n"
     "  chat       interactive chat with the model's template: porta chat -c CFG\n"
     "  bench      prefill/decode speed: porta bench -m MODEL [-p 128] [-n 32] [-r 3] [--json]\n"
     "  logits     write every position's logits: porta logits -m MODEL --ids FILE -o OUT\n"

@@ -55,6 +55,7 @@ $BIN run -c "$T/layers3.cfg" -m "$MODEL" -p hi -n 2 > /dev/null 2> "$T/l3.err" &
 printf 'backend: { order = ["cpu"]; layers = ( { backend = "cpu"; from = 0; to = 999; } ); };\n' > "$T/layers2.cfg"
 expect_fail "layers past the model" "but the model has" $BIN run -c "$T/layers2.cfg" -m "$MODEL" -p hi -n 2
 expect_fail "flag bad value" "sampling.temperature" $BIN run -m "$MODEL" -p hi --temp -1
+expect_fail "bad beam count" "beams must be a number from 1 to 16" $BIN run -m "$MODEL" -p hi --backend cpu --beams 17
 expect_fail "bad kernel set" "kernel" $BIN run -m "$MODEL" -p hi --backend cpu --kernels avx9000
 expect_fail "unknown backend only" "backend" $BIN run -m "$MODEL" -p hi --backend hip
 

@@ -164,6 +164,19 @@ def test_beam_search(client):
         client.completions.create(**kw).choices[0].text
 
 
+def test_cli_beams_match_server(client):
+    """`porta run --beams` drives the same beam search over the engine's own sequences: its
+    best hypothesis is the server's (same model, context and KV type)."""
+    for prompt in ("The capital of France is", "Water boils at"):
+        srv_text = client.completions.create(model="smollm2", prompt=prompt, max_tokens=6,
+                                             extra_body={"num_beams": 3}).choices[0].text
+        out = subprocess.run([BIN, "run", "-m", MODEL, "--backend", "cpu", "--ctx", "1024",
+                              "-p", prompt, "-n", "6", "--beams", "3", "-q"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == srv_text + "\n", (out.stdout, srv_text)
+
+
 def test_max_completion_tokens(client):
     r = client.chat.completions.create(model="smollm2", messages=Q, max_completion_tokens=3,
                                        temperature=0)
