@@ -330,26 +330,12 @@ static int gen_beams(struct gen_cli *g, const char *prompt, bool add_bos, int be
         }
         if (done)
             break;
-        int next[16];
-        bool claimed[16] = { false };
-        for (int i = 0; i < live; i++) {
-            next[i] = -1;
-            if (!claimed[seq_of[parent[i]]]) {
-                claimed[seq_of[parent[i]]] = true;
-                next[i] = seq_of[parent[i]];
-            }
-        }
-        for (int i = 0; i < live; i++) {
-            if (next[i] >= 0)
-                continue;
-            int j = 0;
-            while (claimed[j])
-                j++;
-            claimed[j] = true;
-            next[i] = j;
-            if ((rc = porta_ctx_kv_copy(c, j, seq_of[parent[i]], n_pos, &tmp, &tmp_cap)))
+        int next[16], from[16];
+        porta_beam_place(beams, seq_of, parent, live, next, from);
+        for (int i = 0; i < live; i++)
+            if (from[i] >= 0 &&
+                (rc = porta_ctx_kv_copy(c, next[i], from[i], n_pos, &tmp, &tmp_cap)))
                 goto done;
-        }
         for (int i = 0; i < live; i++) {
             seq_of[i] = seqs[i] = next[i];
             pos[i] = n_pos;

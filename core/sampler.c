@@ -1054,3 +1054,24 @@ int porta_beam_hyp(const struct porta_beam *b, int i, const int32_t **tokens, in
         *sum_logprobs = h->sum_logprobs;
     return 0;
 }
+
+void porta_beam_place(int k, const int *cur, const int32_t *parent, int n_live, int *next,
+                      int *copy_from)
+{
+    bool held[16] = { false };
+    for (int i = 0; i < n_live; i++) {
+        int p = cur[parent[i]];
+        next[i] = held[p] ? -1 : p;
+        copy_from[i] = -1;
+        held[p] = true;
+    }
+    for (int i = 0, j = 0; i < n_live; i++) {
+        if (next[i] >= 0)
+            continue;
+        while (j < k && held[j])
+            j++;
+        held[j] = true;
+        next[i] = j;
+        copy_from[i] = cur[parent[i]];
+    }
+}

@@ -167,4 +167,13 @@ int porta_beam_n_hyps(const struct porta_beam *b);
 int porta_beam_hyp(const struct porta_beam *b, int i, const int32_t **tokens, int *n_tokens,
                    int32_t *eog, float *score, float *sum_logprobs);
 
+/* Where the new live beams run after a step, for an engine that gives each beam a sequence
+ * (slot) out of k: cur[j] is the sequence of old live beam j, parent[i] (from
+ * porta_beam_step) the old beam new beam i continues. The first child of each parent keeps
+ * the parent's sequence; the others take sequences no continuing beam holds and need the
+ * parent's cache copied: next[i] is new beam i's sequence, copy_from[i] the sequence to copy
+ * from, or -1. Copy every copy_from before appending tokens. n_live <= k <= 16. */
+void porta_beam_place(int k, const int *cur, const int32_t *parent, int n_live, int *next,
+                      int *copy_from);
+
 #endif /* PORTA_SAMPLER_H */

@@ -361,27 +361,19 @@ static int beam_advance(struct srv_sched *sc, struct beam_group *bg)
         beam_end(sc, bg);
         return 0;
     }
-    /* new beam i continues parent[i]: the first child keeps the parent's slot, the others
-     * take slots whose beams died and get a copy of the parent's cache */
-    struct slot *next[8] = { 0 };
-    bool claimed[8] = { 0 };
-    for (int i = 0; i < n_live; i++) {
-        struct slot *p = bg->live[parent[i]];
+    /* new beam i continues parent[i] in slot bg->sl[at[i]] (porta_beam_place) */
+    int cur[8], at[8], from[8];
+    for (int i = 0; i < bg->n_live; i++)
         for (int j = 0; j < bg->k; j++)
-            if (bg->sl[j] == p && !claimed[j]) {
-                claimed[j] = true;
-                next[i] = p;
-            }
-    }
+            if (bg->sl[j] == bg->live[i])
+                cur[i] = j;
+    porta_beam_place(bg->k, cur, parent, n_live, at, from);
+    struct slot *next[8];
     for (int i = 0; i < n_live; i++) {
-        if (next[i])
+        next[i] = bg->sl[at[i]];
+        if (from[i] < 0)
             continue;
-        struct slot *p = bg->live[parent[i]];
-        int j = 0;
-        while (j < bg->k && claimed[j])
-            j++;
-        claimed[j] = true;
-        next[i] = bg->sl[j];
+        struct slot *p = bg->sl[from[i]];
         if ((rc = kv_copy(sc, next[i]->seq, p->seq, n_pos)))
             return rc;
         memcpy(next[i]->tok, p->tok, sizeof(int32_t) * (size_t)p->n_tok);

@@ -733,6 +733,29 @@ static int drive(struct porta_beam *b, int nb)
     return steps;
 }
 
+/* porta_beam_place: first children keep their parent's sequence, the others take sequences
+ * of beams that ended and are told to copy */
+START_TEST(test_beam_place)
+{
+    /* old beams 0, 1, 2 in sequences 2, 0, 1; new beams continue old 1, 1, 2 */
+    int cur[3] = { 2, 0, 1 }, next[3], from[3];
+    int32_t parent[3] = { 1, 1, 2 };
+    porta_beam_place(3, cur, parent, 3, next, from);
+    ck_assert_int_eq(next[0], 0);
+    ck_assert_int_eq(from[0], -1);
+    ck_assert_int_eq(next[1], 2);              /* old beam 0's sequence: it ended */
+    ck_assert_int_eq(from[1], 0);
+    ck_assert_int_eq(next[2], 1);
+    ck_assert_int_eq(from[2], -1);
+    /* the first step: one live beam in sequence 0, three children */
+    int cur1[1] = { 0 };
+    int32_t p1[3] = { 0, 0, 0 };
+    porta_beam_place(3, cur1, p1, 3, next, from);
+    ck_assert(next[0] == 0 && from[0] == -1 && next[1] == 1 && from[1] == 0 && next[2] == 2 &&
+              from[2] == 0);
+}
+END_TEST
+
 START_TEST(test_beam_exhaustive)
 {
     /* with more beams than sequences, beam search is exhaustive: every hypothesis and its
@@ -946,6 +969,7 @@ int main(void)
     tcase_add_test(tc, test_beam_exhaustive);
     tcase_add_test(tc, test_beam_small);
     tcase_add_test(tc, test_beam_early_stopping);
+    tcase_add_test(tc, test_beam_place);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
