@@ -221,14 +221,7 @@ static int gen_open(struct gen_cli *g, const struct porta_config *cfg, int max_t
         return rc;
     }
     struct porta_sampler_params *sp = &g->gp.sp;
-    porta_sampler_params_default(sp);
-    sp->temperature = cfg->sampling.temperature;
-    sp->top_p = cfg->sampling.top_p;
-    sp->top_k = cfg->sampling.top_k;
-    sp->min_p = cfg->sampling.min_p;
-    sp->repetition_penalty = cfg->sampling.repetition_penalty;
-    sp->presence_penalty = cfg->sampling.presence_penalty;
-    sp->frequency_penalty = cfg->sampling.frequency_penalty;
+    porta_sampler_params_from_config(sp, cfg);
     sp->seed = cfg->sampling.seed >= 0 ? (uint64_t)cfg->sampling.seed
                                        : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     g->gp.max_tokens = max_tokens > 0 ? max_tokens : cfg->sampling.max_tokens;

@@ -2,6 +2,7 @@
  * stop-string matcher and a beam-search state machine. The vocabulary is never sorted:
  * top-k is a heap, top-p a quickselect on probability mass, the rest vectorizable passes. */
 #include "sampler.h"
+#include "config.h"
 #include "porta.h"
 
 #include <float.h>
@@ -144,6 +145,19 @@ void porta_sampler_params_default(struct porta_sampler_params *p)
     p->temperature = 1.0f;
     p->top_p = 1.0f;
     p->repetition_penalty = 1.0f;
+}
+
+void porta_sampler_params_from_config(struct porta_sampler_params *p,
+                                      const struct porta_config *cfg)
+{
+    porta_sampler_params_default(p);
+    p->temperature = cfg->sampling.temperature;
+    p->top_p = cfg->sampling.top_p;
+    p->top_k = cfg->sampling.top_k;
+    p->min_p = cfg->sampling.min_p;
+    p->repetition_penalty = cfg->sampling.repetition_penalty;
+    p->presence_penalty = cfg->sampling.presence_penalty;
+    p->frequency_penalty = cfg->sampling.frequency_penalty;
 }
 
 static int range_err(const char *field, double v, const char *want)

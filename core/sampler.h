@@ -59,6 +59,14 @@ struct porta_sampler;
 /* Every field off, temperature 1, seed 0. */
 void porta_sampler_params_default(struct porta_sampler_params *p);
 
+struct porta_config;
+
+/* The defaults above, then the config's sampling section (temperature, top_p, top_k, min_p and
+ * the three penalties): the starting point of every request, CLI and server alike. The seed
+ * stays 0: each caller chooses how a random seed (sampling.seed = -1) is drawn. */
+void porta_sampler_params_from_config(struct porta_sampler_params *p,
+                                      const struct porta_config *cfg);
+
 /* Validates p against n_vocab and makes a sampler. Returns 0, PORTA_E_RANGE (a value out of
  * range, logged with the field's name), PORTA_E_INVAL (NULL arrays) or PORTA_E_NOMEM.
  * The arrays in p are copied; the caller frees *out with porta_sampler_destroy(). */

@@ -395,14 +395,7 @@ static int get_sampling(const struct srv_engine *e, const struct porta_config *c
     long long v;
     bool set;
     int rc;
-    porta_sampler_params_default(sp);
-    sp->temperature = cfg->sampling.temperature;
-    sp->top_p = cfg->sampling.top_p;
-    sp->top_k = cfg->sampling.top_k;
-    sp->min_p = cfg->sampling.min_p;
-    sp->repetition_penalty = cfg->sampling.repetition_penalty;
-    sp->presence_penalty = cfg->sampling.presence_penalty;
-    sp->frequency_penalty = cfg->sampling.frequency_penalty;
+    porta_sampler_params_from_config(sp, cfg);
     TRY(get_num(g, "temperature", 0, 2, false, &d, &set));
     if (set)
         sp->temperature = (float)d;

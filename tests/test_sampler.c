@@ -2,6 +2,7 @@
  * seeded determinism, empirical frequencies against softmax, log-probabilities, the
  * stop-string matcher across piece boundaries, and beam search against brute force. */
 #include "sampler.h"
+#include "config.h"
 #include "porta.h"
 #include "testutil.h"
 
@@ -735,6 +736,36 @@ static int drive(struct porta_beam *b, int nb)
 
 /* porta_beam_place: first children keep their parent's sequence, the others take sequences
  * of beams that ended and are told to copy */
+/* the config's sampling section becomes a request's starting parameters; what the config
+ * does not name keeps porta_sampler_params_default's value */
+START_TEST(test_params_from_config)
+{
+    struct porta_config cfg;
+    porta_config_defaults(&cfg);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.temperature", "0.25"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.top_k", "7"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.top_p", "0.5"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.min_p", "0.125"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.repetition_penalty", "1.5"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.presence_penalty", "-1"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.frequency_penalty", "0.75"), 0);
+    ck_assert_int_eq(porta_config_set(&cfg, "sampling.seed", "99"), 0);
+    struct porta_sampler_params p;
+    memset(&p, 0xAB, sizeof p);
+    porta_sampler_params_from_config(&p, &cfg);
+    ck_assert_float_eq(p.temperature, 0.25f);
+    ck_assert_int_eq(p.top_k, 7);
+    ck_assert_float_eq(p.top_p, 0.5f);
+    ck_assert_float_eq(p.min_p, 0.125f);
+    ck_assert_float_eq(p.repetition_penalty, 1.5f);
+    ck_assert_float_eq(p.presence_penalty, -1.0f);
+    ck_assert_float_eq(p.frequency_penalty, 0.75f);
+    ck_assert_uint_eq(p.seed, 0);              /* the caller draws or copies the seed */
+    ck_assert_int_eq(p.no_repeat_ngram_size, 0);
+    ck_assert_int_eq(p.logprobs, 0);
+}
+END_TEST
+
 START_TEST(test_beam_place)
 {
     /* old beams 0, 1, 2 in sequences 2, 0, 1; new beams continue old 1, 1, 2 */
@@ -970,6 +1001,7 @@ int main(void)
     tcase_add_test(tc, test_beam_small);
     tcase_add_test(tc, test_beam_early_stopping);
     tcase_add_test(tc, test_beam_place);
+    tcase_add_test(tc, test_params_from_config);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
