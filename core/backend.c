@@ -3,6 +3,7 @@
  * once, so backends implement only the computation. */
 #include "backend.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,20 @@ void porta_backend_close(struct porta_backend *be)
         return;
     be->ops->close(be);
     free(be);
+}
+
+bool porta_device_name_matches(const char *name, const char *pattern)
+{
+    size_t n = strlen(pattern);
+    for (; *name; name++) {
+        size_t i = 0;
+        while (i < n && name[i] &&
+               tolower((unsigned char)name[i]) == tolower((unsigned char)pattern[i]))
+            i++;
+        if (i == n)
+            return true;
+    }
+    return n == 0;
 }
 
 /* ---- wrappers ---- */

@@ -215,6 +215,9 @@ int porta_backend_open(const char *name, const struct porta_backend_cfg *cfg,
 int porta_backend_open_first(const char *const *order, const struct porta_backend_cfg *cfgs, int n,
                              struct porta_backend **out);
 void porta_backend_close(struct porta_backend *be);                  /* NULL ok */
+/* Whether a device's name contains pattern, ASCII case ignored: how a config's device_name
+ * ("gfx1030", "rtx") picks a device. "" matches every name. */
+bool porta_device_name_matches(const char *name, const char *pattern);
 
 /* ---- wrappers: the only way core/ reaches a backend ---- */
 bool porta_be_supports(const struct porta_backend *be, enum porta_op op, enum porta_dtype wt);

@@ -611,6 +611,19 @@ START_TEST(test_check_layers)
 }
 END_TEST
 
+/* device_name picks a device by a case-blind substring of its name */
+START_TEST(test_device_name_matches)
+{
+    ck_assert(porta_device_name_matches("AMD Radeon RX 6800 (gfx1030)", "gfx1030"));
+    ck_assert(porta_device_name_matches("NVIDIA GeForce RTX 4090", "rtx"));
+    ck_assert(porta_device_name_matches("pthread-skylake", ""));
+    ck_assert(porta_device_name_matches("", ""));
+    ck_assert(!porta_device_name_matches("gfx90", "gfx906"));     /* pattern longer than the rest */
+    ck_assert(!porta_device_name_matches("Intel UHD", "amd"));
+    ck_assert(!porta_device_name_matches("", "x"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -628,6 +641,7 @@ int main(void)
     tcase_add_test(tc, test_dump_round_trip);
     tcase_add_test(tc, test_backend_cfg);
     tcase_add_test(tc, test_check_layers);
+    tcase_add_test(tc, test_device_name_matches);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -1,7 +1,6 @@
 /* device.c - the HIP runtime and its devices: the runtime loaded at run time (a machine without
  * ROCm gets a message and a fallback, not a loader error), error names, what each GPU is and
  * whether this binary has kernels for it (`porta devices`), and the choice of the device. */
-#include <ctype.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -250,21 +249,6 @@ int hip_devices(porta_device_cb cb, void *user)
     return 0;
 }
 
-/* case-insensitive strstr */
-static bool contains(const char *hay, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (; *hay; hay++) {
-        size_t i = 0;
-        while (i < n && hay[i] &&
-               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
-            i++;
-        if (i == n)
-            return true;
-    }
-    return n == 0;
-}
-
 int hip_pick_device(const struct porta_backend_cfg *cfg, struct hip_devinfo *out)
 {
     int n, rc = device_count(&n);
@@ -288,8 +272,8 @@ int hip_pick_device(const struct porta_backend_cfg *cfg, struct hip_devinfo *out
         size_t len = strlen(seen);
         snprintf(seen + len, sizeof seen - len, "%s%d '%s' (%s)", len ? ", " : "", i,
                  d->prop.name, d->arch);
-        if (by_name && !contains(d->prop.name, cfg->device_name) &&
-            !contains(d->arch, cfg->device_name))
+        if (by_name && !porta_device_name_matches(d->prop.name, cfg->device_name) &&
+            !porta_device_name_matches(d->arch, cfg->device_name))
             continue;
         if (!d->image) {                /* remember the first for the message */
             if (!unbuilt)

@@ -1,6 +1,5 @@
 /* device.c - OpenCL platforms and devices: error names, what each device offers (for
  * `porta devices`), and the choice of the device the config asks for. */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,21 +207,6 @@ int cl_devices(porta_device_cb cb, void *user)
     return rc;
 }
 
-/* case-insensitive strstr */
-static bool contains(const char *hay, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (; *hay; hay++) {
-        size_t i = 0;
-        while (i < n && hay[i] &&
-               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
-            i++;
-        if (i == n)
-            return true;
-    }
-    return n == 0;
-}
-
 struct pick_ctx {
     const struct porta_backend_cfg *cfg;
     struct cl_devinfo best;
@@ -245,7 +229,7 @@ static int pick_one(void *user, const struct cl_devinfo *d)
     p->n_seen++;
     if (cfg->device >= 0 && d->device_index != cfg->device)
         return 0;
-    if (cfg->device_name && *cfg->device_name && !contains(d->name, cfg->device_name))
+    if (cfg->device_name && *cfg->device_name && !porta_device_name_matches(d->name, cfg->device_name))
         return 0;
     if (!d->available || !d->compiler)
         return 0;
