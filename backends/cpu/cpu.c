@@ -1239,17 +1239,6 @@ static void attn_heads(void *arg, int ith, int nth)
     }
 }
 
-static void kv_store(void *cache, enum porta_dtype type, size_t idx, const float *src, int n)
-{
-    if (type == PORTA_F16) {
-        porta_f16 *d = (porta_f16 *)cache + idx;
-        for (int i = 0; i < n; i++)
-            d[i] = porta_f32_to_f16(src[i]);
-    } else {
-        memcpy((float *)cache + idx, src, (size_t)n * sizeof(float));
-    }
-}
-
 static int attention_op(struct porta_backend *be, struct porta_view out, struct porta_view q,
                          struct porta_view k, struct porta_view v,
                          const struct porta_attn_params *p)
@@ -1259,10 +1248,9 @@ static int attention_op(struct porta_backend *be, struct porta_view out, struct 
     int nkv = p->n_head_kv;
     for (int t = 0; t < p->n_tok; t++) {
         size_t cell = ((size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx + p->pos[t]) * nkv;
-        kv_store(kc, p->kv_type, cell * p->head_dim_k, fat(k) + (size_t)t * nkv * p->head_dim_k,
-                 nkv * p->head_dim_k);
-        kv_store(vc, p->kv_type, cell * p->head_dim_v, fat(v) + (size_t)t * nkv * p->head_dim_v,
-                 nkv * p->head_dim_v);
+        int nk = nkv * p->head_dim_k, nv = nkv * p->head_dim_v;
+        porta_ref_kv_store(kc, p->kv_type, cell * p->head_dim_k, fat(k) + (size_t)t * nk, nk);
+        porta_ref_kv_store(vc, p->kv_type, cell * p->head_dim_v, fat(v) + (size_t)t * nv, nv);
     }
     if (c->k.attn) {
         int group = p->n_head / nkv;

@@ -9,6 +9,7 @@
 
 #include "cpu_ops.h"
 #include "quant.h"
+#include "ref.h"
 
 struct mla_job {
     const struct porta_cpu_kernels *k;
@@ -117,17 +118,6 @@ static void mla_units(void *arg, int ith, int nth)
     }
 }
 
-static void store_row(uint8_t *cache, enum porta_dtype type, size_t idx, const float *src, int n)
-{
-    if (type == PORTA_F16) {
-        porta_f16 *d = (porta_f16 *)cache + idx;
-        for (int i = 0; i < n; i++)
-            d[i] = porta_f32_to_f16(src[i]);
-    } else {
-        memcpy((float *)cache + idx, src, (size_t)n * sizeof(float));
-    }
-}
-
 int porta_cpu_attention_mla(struct porta_backend *be, struct porta_view out,
                             struct porta_view q_lat, struct porta_view q_rope,
                             struct porta_view kv_lat, struct porta_view k_rope,
@@ -142,8 +132,8 @@ int porta_cpu_attention_mla(struct porta_backend *be, struct porta_view out,
     const float *kr = (const float *)porta_cpu_ptr(k_rope);
     for (int t = 0; t < p->n_tok; t++) {
         size_t cell = ((size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx + p->pos[t]) * row;
-        store_row(cache, p->kv_type, cell, kl + (size_t)t * lat, lat);
-        store_row(cache, p->kv_type, cell + lat, kr + (size_t)t * rope, rope);
+        porta_ref_kv_store(cache, p->kv_type, cell, kl + (size_t)t * lat, lat);
+        porta_ref_kv_store(cache, p->kv_type, cell + lat, kr + (size_t)t * rope, rope);
     }
     /* halve the head blocks until every thread has a unit (decode: one token) */
     int hb = p->n_head < 8 ? p->n_head : 8;

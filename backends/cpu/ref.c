@@ -74,7 +74,7 @@ void porta_ref_rope(float *x, int n_tok, int n_head, int head_dim, const int32_t
 
 /* ---- attention ---- */
 
-static void kv_store(void *cache, enum porta_dtype type, size_t idx, const float *src, int n)
+void porta_ref_kv_store(void *cache, enum porta_dtype type, size_t idx, const float *src, int n)
 {
     if (type == PORTA_F16) {
         porta_f16 *d = (porta_f16 *)cache + idx;
@@ -117,8 +117,8 @@ int porta_ref_attention(float *out, const float *q, const float *k, const float 
     int dk = p->head_dim_k, dv = p->head_dim_v, nkv = p->n_head_kv;
     for (int t = 0; t < p->n_tok; t++) {
         size_t cell = ((size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx + p->pos[t]) * nkv;
-        kv_store(k_cache, p->kv_type, cell * dk, k + (size_t)t * nkv * dk, nkv * dk);
-        kv_store(v_cache, p->kv_type, cell * dv, v + (size_t)t * nkv * dv, nkv * dv);
+        porta_ref_kv_store(k_cache, p->kv_type, cell * dk, k + (size_t)t * nkv * dk, nkv * dk);
+        porta_ref_kv_store(v_cache, p->kv_type, cell * dv, v + (size_t)t * nkv * dv, nkv * dv);
     }
     int group = p->n_head / nkv;
     float *sc = malloc(sizeof(float) * (size_t)p->n_ctx);
@@ -314,8 +314,8 @@ int porta_ref_attention_mla(float *out, const float *q_lat, const float *q_rope,
     int row = p->head_dim_k, lat = p->head_dim_v, rope = row - lat;
     for (int t = 0; t < p->n_tok; t++) {
         size_t cell = ((size_t)(p->seq ? p->seq[t] : 0) * p->n_ctx + p->pos[t]) * row;
-        kv_store(cache, p->kv_type, cell, kv_lat + (size_t)t * lat, lat);
-        kv_store(cache, p->kv_type, cell + lat, k_rope + (size_t)t * rope, rope);
+        porta_ref_kv_store(cache, p->kv_type, cell, kv_lat + (size_t)t * lat, lat);
+        porta_ref_kv_store(cache, p->kv_type, cell + lat, k_rope + (size_t)t * rope, rope);
     }
     float *sc = malloc(sizeof(float) * (size_t)p->n_ctx);
     if (!sc)

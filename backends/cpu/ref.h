@@ -21,6 +21,8 @@ int porta_ref_attention(float *out, const float *q, const float *k, const float 
                          void *k_cache, void *v_cache, const struct porta_attn_params *p);
 void porta_ref_eltwise(enum porta_elt op, float *y, const float *a, const float *b, int64_t n,
                        int64_t nb, float s);
+/* Stores n floats of src at element idx of a KV cache of type kv (PORTA_F16 or PORTA_F32). */
+void porta_ref_kv_store(void *cache, enum porta_dtype kv, size_t idx, const float *src, int n);
 /* y[t] = row ids[t] of w, dequantized. */
 void porta_ref_embed(float *y, const void *w, enum porta_dtype type, int64_t n_cols,
                      size_t row_bytes, const int32_t *ids, int n_tok);
