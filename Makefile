@@ -27,7 +27,8 @@ $(BUILD)/backends/cpu/avx512.o: XFLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512b
 $(BUILD)/backends/cpu/amx.o:    XFLAGS = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mamx-tile -mamx-int8
 
 BACKENDS := cpu
-LIB_SRC  := $(CORE_SRC) $(CPU_SRC)
+# backends/kops.c: the ops as launches of kernels/cl, shared by the opencl and hip backends
+LIB_SRC  := $(CORE_SRC) $(CPU_SRC) backends/kops.c
 
 # ---- OpenCL (built when the headers and the ICD loader are present) ----
 HAVE_OPENCL ?= $(shell test -f /usr/include/CL/cl.h && test -f backends/opencl/opencl.c && $(PKG) --exists OpenCL 2>/dev/null && echo 1)

@@ -1,17 +1,16 @@
 /* hip.c - the HIP backend: one GPU running the kernels of kernels/cl, compiled by hipcc (or by
- * nvcc through hip_cuda.h) and embedded at build time, loaded with hipModuleLoadData. Each op
- * is a launch with the shapes of the OpenCL backend's GPU path (backends/opencl/opencl.c):
- * the kernels are shared, so are their grids. Two streams: kernels, staged host arrays and
- * downloads run in order on one; uploads go through a pinned bounce ring on the other, ordered
- * against the kernels by events, so the host returns once its bytes are copied and a large
- * upload overlaps the host copy of one slice with the DMA of the previous. */
-#include <math.h>
+ * nvcc through hip_cuda.h) and embedded at build time, loaded with hipModuleLoadData. The ops
+ * are backends/kops.c's launches, as for the OpenCL backend (the kernels are shared, so are
+ * their grids and arguments); this file launches them and moves memory. Two streams:
+ * kernels, staged host arrays and downloads run in order on one; uploads go through a pinned
+ * bounce ring on the other, ordered against the kernels by events, so the host returns once
+ * its bytes are copied and a large upload overlaps the host copy of one slice with the DMA of
+ * the previous. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "hip_priv.h"
-#include "quant.h"
-#include "rope.h"
+#include "backends/kops.h"
 
 /* The kernels' compile-time shapes: the Makefile passes the same -D flags (HIP_KDEFS) to
  * hipcc/nvcc and to this file, so the grids below always match the compiled tiles. */
@@ -22,10 +21,7 @@
 #define MM_LSZ ((MM_TR / MM_MR) * (MM_TT / MM_MT))
 #define MV_MAX_LSZ 256          /* kernels/cl/matvec.cl */
 #define NORM_MAX_LSZ 256        /* kernels/cl/norm.cl */
-#define ATT_DPT 16              /* kernels/cl/attention.cl */
-#define ATT_MAX_DK 1024
-#define ATT_MAX_LSZ 256
-#define MOE_MAX_EXPERT 2048     /* kernels/cl/moe.cl */
+#define ATT_MAX_LSZ 256         /* kernels/cl/attention.cl */
 
 #define N_SLOTS 4               /* upload bounce ring: slots of SLOT_BYTES pinned host memory */
 #define SLOT_BYTES ((size_t)4 << 20)
@@ -35,31 +31,13 @@ struct porta_buf {
     size_t size;
 };
 
-/* the weight types with kernels: kernel-name suffix and elements per unit (type_sub() in
- * kernels/cl/dequant.h: one thread of emb_ decodes one unit) */
-static const struct {
-    enum porta_dtype type;
-    const char *suffix;
-    int sub;
-} hip_types[] = {
-    { PORTA_F32, "f32", 8 },    { PORTA_F16, "f16", 8 },    { PORTA_BF16, "bf16", 8 },
-    { PORTA_Q4_0, "q4_0", 32 }, { PORTA_Q4_1, "q4_1", 32 }, { PORTA_Q5_0, "q5_0", 32 },
-    { PORTA_Q5_1, "q5_1", 32 }, { PORTA_Q8_0, "q8_0", 32 }, { PORTA_Q2_K, "q2_k", 32 },
-    { PORTA_Q3_K, "q3_k", 32 }, { PORTA_Q4_K, "q4_k", 32 }, { PORTA_Q5_K, "q5_k", 32 },
-    { PORTA_Q6_K, "q6_k", 32 },
-};
-#define N_TYPES ((int)(sizeof hip_types / sizeof hip_types[0]))
-
 struct kern {
     hipFunction_t f;
     char name[24];              /* for messages */
 };
 
-struct type_kernels {
-    struct kern mv, mt, mm, emb, me;
-};
-
 struct hip_ctx {
+    struct kops_dev kd;         /* first (KOPS_DEV): the ops of backends/kops.c on this device */
     struct hip_devinfo dev;
     hipModule_t module;
     hipStream_t stream;         /* kernels, staging, downloads */
@@ -69,10 +47,7 @@ struct hip_ctx {
     hipEvent_t slot_free[N_SLOTS];
     unsigned char *bounce;      /* pinned, N_SLOTS * SLOT_BYTES */
     int next_slot;
-    struct type_kernels tk[PORTA_DTYPE_COUNT];
-    struct kern rmsnorm, eltwise, rope, kv_store[2], kv_attn[2], mla_store[2], mla_attn[2],
-        moe_route;
-    int mv_lsz, norm_lsz, att_lsz, elt_lsz, mm_min_tok;
+    struct kern k[KOPS_N_KERNELS];
     /* staging ring for host arrays read by kernels (positions, ids, tables) */
     void *stage_dev;
     unsigned char *stage_host; /* pinned */
@@ -92,26 +67,39 @@ static int use(struct hip_ctx *c)
     return 0;
 }
 
-static int type_index(enum porta_dtype t)
-{
-    for (int i = 0; i < N_TYPES; i++)
-        if (hip_types[i].type == t)
-            return i;
-    return -1;
-}
-
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
-static unsigned ceil_div(size_t n, size_t m) { return (unsigned)((n + m - 1) / m); }
 
 /* ---- launching ---- */
 
-/* Enqueues kernel k on a grid of gx x gy x gz blocks of `block` threads; args points at each
- * argument's value, in the kernel's order and exact types. An empty grid launches nothing. */
-static int launch(struct hip_ctx *c, const struct kern *k, size_t gx, size_t gy, size_t gz,
-                  unsigned block, void **args)
+/* kops_dev.launch: l's grid of blocks of l->lsz threads, its arguments converted to the
+ * kernel's exact types (buffers as device pointers). An empty grid launches nothing. */
+static int launch(void *ctx, const struct kops_launch *l)
 {
+    struct hip_ctx *c = ctx;
+    const struct kern *k = &c->k[l->kernel];
+    size_t gx = l->groups[0], gy = l->dims > 1 ? l->groups[1] : 1,
+           gz = l->dims > 2 ? l->groups[2] : 1;
+    unsigned block = (unsigned)l->lsz;
     if (gx == 0 || gy == 0 || gz == 0)
         return 0;
+    union {
+        void *p;
+        uint64_t u64;
+        int32_t i32;
+        float f32;
+    } val[KOPS_MAX_ARGS];
+    void *args[KOPS_MAX_ARGS];
+    for (int i = 0; i < l->na; i++) {
+        const struct kops_arg *a = &l->a[i];
+        switch (a->kind) {
+        case KOPS_BUF: val[i].p = a->v.buf->ptr; break;
+        case KOPS_STAGE: val[i].p = c->stage_dev; break;
+        case KOPS_U64: val[i].u64 = a->v.u64; break;
+        case KOPS_I32: val[i].i32 = a->v.i32; break;
+        case KOPS_F32: val[i].f32 = a->v.f32; break;
+        }
+        args[i] = &val[i];
+    }
     const int *mg = c->dev.prop.maxGridSize;
     if (gx > (size_t)mg[0] || gy > (size_t)mg[1] || gz > (size_t)mg[2] ||
         gx * block > UINT32_MAX || (int)block > c->dev.prop.maxThreadsPerBlock) {
@@ -133,11 +121,12 @@ static int launch(struct hip_ctx *c, const struct kern *k, size_t gx, size_t gy,
     return 0;
 }
 
-/* Copies n bytes of host memory into the staging ring; *off gets their byte offset there.
- * The pinned host copy is not reused before the stream has drained, so the asynchronous copy
- * is safe however long the caller's array lives. */
-static int stage(struct hip_ctx *c, const void *src, size_t n, uint64_t *off)
+/* kops_dev.stage: n bytes of host memory into the staging ring; *off gets their byte offset
+ * there. The pinned host copy is not reused before the stream has drained, so the
+ * asynchronous copy is safe however long the caller's array lives. */
+static int stage(void *ctx, const void *src, size_t n, uint64_t *off)
 {
+    struct hip_ctx *c = ctx;
     size_t at = round_up(c->stage_used, 64);
     int rc = use(c);
     if (rc)
@@ -168,17 +157,6 @@ static int stage(struct hip_ctx *c, const void *src, size_t n, uint64_t *off)
     c->stage_used = at + n;
     *off = at;
     return 0;
-}
-
-/* byte offset of a view as an element index of size es; false (logged) when misaligned */
-static bool elem_off(struct porta_view v, size_t es, const char *what, uint64_t *out)
-{
-    if (v.off % es) {
-        porta_err("hip: %s: byte offset %zu is not a multiple of %zu", what, v.off, es);
-        return false;
-    }
-    *out = v.off / es;
-    return true;
 }
 
 /* ---- open / close ---- */
@@ -228,30 +206,12 @@ static int get_kernel(struct hip_ctx *c, const char *name, struct kern *k)
 
 static int get_kernels(struct hip_ctx *c)
 {
-    static const char *const kinds[] = { "mv", "mt", "mm", "emb", "me" };
-    char name[64];
-    int rc;
-    for (int i = 0; i < N_TYPES; i++) {
-        struct type_kernels *k = &c->tk[hip_types[i].type];
-        struct kern *slot[] = { &k->mv, &k->mt, &k->mm, &k->emb, &k->me };
-        for (int j = 0; j < 5; j++) {
-            snprintf(name, sizeof name, "%s_%s", kinds[j], hip_types[i].suffix);
-            if ((rc = get_kernel(c, name, slot[j])))
-                return rc;
-        }
+    char name[24];
+    for (int i = 0; i < KOPS_N_KERNELS; i++) {
+        int rc = get_kernel(c, kops_kernel_name(i, name, sizeof name), &c->k[i]);
+        if (rc)
+            return rc;
     }
-    if ((rc = get_kernel(c, "rmsnorm", &c->rmsnorm)) ||
-        (rc = get_kernel(c, "eltwise", &c->eltwise)) || (rc = get_kernel(c, "rope", &c->rope)) ||
-        (rc = get_kernel(c, "kv_f32_store", &c->kv_store[0])) ||
-        (rc = get_kernel(c, "kv_f16_store", &c->kv_store[1])) ||
-        (rc = get_kernel(c, "kv_f32_attn", &c->kv_attn[0])) ||
-        (rc = get_kernel(c, "kv_f16_attn", &c->kv_attn[1])) ||
-        (rc = get_kernel(c, "mla_f32_store", &c->mla_store[0])) ||
-        (rc = get_kernel(c, "mla_f16_store", &c->mla_store[1])) ||
-        (rc = get_kernel(c, "mla_f32_attn", &c->mla_attn[0])) ||
-        (rc = get_kernel(c, "mla_f16_attn", &c->mla_attn[1])) ||
-        (rc = get_kernel(c, "moe_route", &c->moe_route)))
-        return rc;
     return 0;
 }
 
@@ -267,23 +227,29 @@ static int env_int(const char *name, int def)
  * uses the tiled matmul. */
 static void pick_shapes(struct hip_ctx *c)
 {
-    c->mv_lsz = env_int("PORTA_HIP_MV_LSZ", 64);
-    c->mm_min_tok = env_int("PORTA_HIP_MM_MIN_TOK", 16);
-    c->norm_lsz = 256;
-    c->att_lsz = 64;
-    c->elt_lsz = 64;
-    int *ls[] = { &c->mv_lsz, &c->norm_lsz, &c->att_lsz, &c->elt_lsz };
+    struct kops_dev *d = &c->kd;
+    int max_lsz = c->dev.prop.maxThreadsPerBlock;
+    *d = (struct kops_dev){
+        .name = "hip", .ctx = c, .launch = launch, .stage = stage, .max_lsz = max_lsz,
+        .max_rows = (size_t)c->dev.prop.maxGridSize[1], .mv_rows = MV_ROWS, .mt_tok = MT_TOK,
+        .prefill_mm = true, .mm_tr = MM_TR, .mm_tt = MM_TT, .mm_lsz = MM_LSZ, .elt_per = 1,
+    };
+    d->mv_lsz = env_int("PORTA_HIP_MV_LSZ", 64);
+    d->mm_min_tok = env_int("PORTA_HIP_MM_MIN_TOK", 16);
+    d->norm_lsz = 256;
+    d->att_lsz = 64;
+    d->elt_lsz = 64;
+    int *ls[] = { &d->mv_lsz, &d->norm_lsz, &d->att_lsz, &d->elt_lsz };
     const int kmax[] = { MV_MAX_LSZ, NORM_MAX_LSZ, ATT_MAX_LSZ, 1024 };  /* local arrays */
     for (int i = 0; i < 4; i++) {       /* powers of two: the kernels reduce by halving */
-        int cap = kmax[i] < c->dev.prop.maxThreadsPerBlock ? kmax[i]
-                                                           : c->dev.prop.maxThreadsPerBlock;
+        int cap = kmax[i] < max_lsz ? kmax[i] : max_lsz;
         int v = 1;
         while (v * 2 <= *ls[i] && v * 2 <= cap)
             v *= 2;
         *ls[i] = v;
     }
-    if (c->mv_lsz < MV_ROWS)
-        c->mv_lsz = MV_ROWS;
+    if (d->mv_lsz < MV_ROWS)
+        d->mv_lsz = MV_ROWS;
 }
 
 static int hip_open(struct porta_backend *be, const struct porta_backend_cfg *cfg)
@@ -342,25 +308,6 @@ static int hip_open(struct porta_backend *be, const struct porta_backend_cfg *cf
 fail:
     hip_close(be);
     return rc;
-}
-
-static bool hip_supports(const struct porta_backend *be, enum porta_op op, enum porta_dtype wt)
-{
-    switch (op) {
-    case PORTA_OP_MATMUL:
-    case PORTA_OP_EMBED:
-    case PORTA_OP_MATMUL_EXPERTS:
-        return type_index(wt) >= 0;
-    case PORTA_OP_RMSNORM:
-    case PORTA_OP_ROPE:
-    case PORTA_OP_ATTENTION:
-    case PORTA_OP_ELTWISE:
-    case PORTA_OP_MOE_ROUTE:
-    case PORTA_OP_ATTENTION_MLA:
-        return true;
-    default:
-        return false;
-    }
 }
 
 /* ---- memory ---- */
@@ -465,330 +412,27 @@ static int hip_synchronize(struct porta_backend *be)
     return 0;
 }
 
-/* ---- matmul ---- */
-
-/* weight row 0 as a byte offset, checked for the kernels' aligned loads */
-static bool weight_off(const struct porta_weight *w, uint64_t *off)
-{
-    size_t align = w->type == PORTA_F32 ? 4 : 2;
-    if (w->off % align) {
-        porta_err("hip: weight '%s' starts at byte %zu, not a multiple of %zu",
-                  w->name ? w->name : "?", w->off, align);
-        return false;
-    }
-    *off = w->off;
-    return true;
-}
-
-/* decode (one token): mv, a block per MV_ROWS rows; a few tokens: mt, MT_TOK tokens per
- * thread; from mm_min_tok tokens: the tiled mm */
-static int hip_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
-                      struct porta_view x, int n_tok)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t yo, xo, wo, row_bytes = w->row_bytes;
-    if (type_index(w->type) < 0)
-        return PORTA_E_UNSUPPORTED;
-    if (!elem_off(y, 4, "matmul y", &yo) || !elem_off(x, 4, "matmul x", &xo) ||
-        !weight_off(w, &wo))
-        return PORTA_E_INVAL;
-    if (w->n_rows > INT32_MAX || w->n_cols > INT32_MAX / 2) {
-        porta_err("hip: weight '%s' is too large for one launch", w->name ? w->name : "?");
-        return PORTA_E_UNSUPPORTED;
-    }
-    int32_t n_rows = (int32_t)w->n_rows, n_cols = (int32_t)w->n_cols, nt = n_tok;
-    void *yp = y.buf->ptr, *wp = w->buf->ptr, *xp = x.buf->ptr;
-    void *a[] = { &yp, &yo, &wp, &wo, &row_bytes, &n_rows, &n_cols, &xp, &xo, &nt };
-    const struct type_kernels *k = &c->tk[w->type];
-    size_t groups = ceil_div((size_t)n_rows, MV_ROWS);
-    if (n_tok == 1)
-        return launch(c, &k->mv, groups, 1, 1, (unsigned)c->mv_lsz, a);
-    if (n_tok < c->mm_min_tok)
-        return launch(c, &k->mt, groups, ceil_div((size_t)n_tok, MT_TOK), 1,
-                      (unsigned)c->mv_lsz, a);
-    return launch(c, &k->mm, ceil_div((size_t)n_rows, MM_TR), ceil_div((size_t)n_tok, MM_TT), 1,
-                  MM_LSZ, a);
-}
-
-/* ---- the other ops ---- */
-
-/* one block per row; launched in slices of rows when n_rows exceeds the grid's y limit */
-static int hip_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_view x,
-                       struct porta_view w, int n_rows, int n, float eps)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t yo, xo, wo = 0;
-    if (!elem_off(y, 4, "rmsnorm y", &yo) || !elem_off(x, 4, "rmsnorm x", &xo) ||
-        (w.buf && !elem_off(w, 4, "rmsnorm w", &wo)))
-        return PORTA_E_INVAL;
-    int32_t has_w = w.buf != NULL, ni = n;
-    void *yp = y.buf->ptr, *xp = x.buf->ptr, *wp = w.buf ? w.buf->ptr : x.buf->ptr;
-    int slice = c->dev.prop.maxGridSize[1];
-    for (int r0 = 0; r0 < n_rows; r0 += slice) {
-        int rows = n_rows - r0 < slice ? n_rows - r0 : slice;
-        uint64_t ys = yo + (uint64_t)r0 * (uint64_t)n, xs = xo + (uint64_t)r0 * (uint64_t)n;
-        void *a[] = { &yp, &ys, &xp, &xs, &wp, &wo, &has_w, &ni, &eps };
-        int rc = launch(c, &c->rmsnorm, 1, (size_t)rows, 1, (unsigned)c->norm_lsz, a);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-static int hip_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
-                    int head_dim, const int32_t *pos, const struct porta_rope_params *p)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t xo, po, to;
-    float *tab;
-    if (!elem_off(x, 4, "rope x", &xo))
-        return PORTA_E_INVAL;
-    int rc = porta_rope_table(p, &tab);
-    if (rc)
-        return rc;
-    int half = p->n_rot / 2;
-    rc = stage(c, pos, sizeof(int32_t) * (size_t)n_tok, &po);
-    if (!rc)
-        rc = stage(c, tab, sizeof(float) * 3 * (size_t)half, &to);
-    free(tab);
-    if (rc)
-        return rc;
-    po /= 4;
-    to /= 4;
-    float mscale = porta_rope_mscale(p), fs = p->freq_scale;
-    int32_t neox = p->style == PORTA_ROPE_NEOX, n_rot = p->n_rot, nh = n_head, hd = head_dim;
-    void *xp = x.buf->ptr, *sp = c->stage_dev;
-    void *a[] = { &xp, &xo, &nh, &hd, &n_rot, &neox, &sp, &po, &sp, &to, &fs, &mscale };
-    size_t l0 = half < c->elt_lsz ? (size_t)half : (size_t)c->elt_lsz;
-    return launch(c, &c->rope, ceil_div((size_t)half, l0), (size_t)n_head, (size_t)n_tok,
-                  (unsigned)l0, a);
-}
-
-/* the attention block size for these head dims (each thread owns ATT_DPT output dims), or -1
- * (logged) when the kernel cannot take them */
-static int att_lsz_for(const struct hip_ctx *c, int dk, int dv)
-{
-    int lsz = c->att_lsz;
-    while (lsz * ATT_DPT < dv && lsz < ATT_MAX_LSZ && lsz * 2 <= c->dev.prop.maxThreadsPerBlock)
-        lsz *= 2;
-    if (dk > ATT_MAX_DK || dv > lsz * ATT_DPT) {
-        porta_err("hip: attention with head dims %d/%d is beyond the kernel's %d/%d", dk, dv,
-                  ATT_MAX_DK, lsz * ATT_DPT);
-        return -1;
-    }
-    return lsz;
-}
-
-/* pos (and seq) staged for the store and attend kernels; element offsets in *po, *so */
-static int stage_positions(struct hip_ctx *c, const struct porta_attn_params *p, uint64_t *po,
-                           uint64_t *so)
-{
-    int rc = stage(c, p->pos, sizeof(int32_t) * (size_t)p->n_tok, po);
-    *so = 0;
-    if (!rc && p->seq)
-        rc = stage(c, p->seq, sizeof(int32_t) * (size_t)p->n_tok, so);
-    *po /= 4;
-    *so /= 4;
-    return rc;
-}
-
-static int hip_attention(struct porta_backend *be, struct porta_view out, struct porta_view q,
-                         struct porta_view k, struct porta_view v,
-                         const struct porta_attn_params *p)
-{
-    struct hip_ctx *c = be->ctx;
-    int f16 = p->kv_type == PORTA_F16, es = f16 ? 2 : 4, rc;
-    uint64_t oo, qo, ko, vo, kco, vco, po, so;
-    if (!elem_off(out, 4, "attention out", &oo) || !elem_off(q, 4, "attention q", &qo) ||
-        !elem_off(k, 4, "attention k", &ko) || !elem_off(v, 4, "attention v", &vo) ||
-        !elem_off(p->k_cache, (size_t)es, "attention k_cache", &kco) ||
-        !elem_off(p->v_cache, (size_t)es, "attention v_cache", &vco))
-        return PORTA_E_INVAL;
-    int lsz = att_lsz_for(c, p->head_dim_k, p->head_dim_v);
-    if (lsz < 0)
-        return PORTA_E_UNSUPPORTED;
-    if ((rc = stage_positions(c, p, &po, &so)))
-        return rc;
-    int32_t has_seq = p->seq != NULL, nh = p->n_head, nkv = p->n_head_kv, dk = p->head_dim_k,
-            dv = p->head_dim_v, n_ctx = p->n_ctx;
-    float scale = p->scale;
-    void *kc = p->k_cache.buf->ptr, *vc = p->v_cache.buf->ptr, *kp = k.buf->ptr,
-         *vp = v.buf->ptr, *sp = c->stage_dev, *op = out.buf->ptr, *qp = q.buf->ptr;
-    int wide = nkv * (dk > dv ? dk : dv);
-    void *as[] = { &kc, &kco, &vc, &vco, &kp, &ko, &vp, &vo, &sp, &po,
-                   &sp, &so, &has_seq, &nkv, &dk, &dv, &n_ctx };
-    if ((rc = launch(c, &c->kv_store[f16], ceil_div((size_t)wide, 64), (size_t)p->n_tok, 1, 64,
-                     as)))
-        return rc;
-    void *aa[] = { &op, &oo, &qp, &qo, &kc, &kco, &vc, &vco, &sp, &po,
-                   &sp, &so, &has_seq, &nh, &nkv, &dk, &dv, &n_ctx, &scale };
-    return launch(c, &c->kv_attn[f16], (size_t)nh, (size_t)p->n_tok, 1, (unsigned)lsz, aa);
-}
-
-static int hip_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_view y,
-                       struct porta_view a, struct porta_view b, int64_t n, int64_t nb, float s)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t yo, ao, bo = 0;
-    bool binary = op == PORTA_ELT_ADD || op == PORTA_ELT_MUL || op == PORTA_ELT_SWIGLU;
-    if (!elem_off(y, 4, "eltwise y", &yo) || !elem_off(a, 4, "eltwise a", &ao) ||
-        (binary && !elem_off(b, 4, "eltwise b", &bo)))
-        return PORTA_E_INVAL;
-    if (n > INT32_MAX) {
-        porta_err("hip: eltwise over %lld elements is too large for one launch", (long long)n);
-        return PORTA_E_UNSUPPORTED;
-    }
-    int32_t opi = (int32_t)op, ni = (int32_t)n, nbi = binary ? (int32_t)nb : 1;
-    void *yp = y.buf->ptr, *ap = a.buf->ptr, *bp = binary ? b.buf->ptr : a.buf->ptr;
-    void *k[] = { &opi, &yp, &yo, &ap, &ao, &bp, &bo, &ni, &nbi, &s };
-    return launch(c, &c->eltwise, ceil_div((size_t)n, (size_t)c->elt_lsz), 1, 1,
-                  (unsigned)c->elt_lsz, k);
-}
-
-/* ids were checked against the vocabulary by porta_be_embed */
-static int hip_embed(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
-                     const int32_t *ids, int n_tok)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t yo, wo, io, row_bytes = w->row_bytes;
-    int ti = type_index(w->type);
-    if (ti < 0)
-        return PORTA_E_UNSUPPORTED;
-    if (!elem_off(y, 4, "embed y", &yo) || !weight_off(w, &wo))
-        return PORTA_E_INVAL;
-    if (w->n_cols > INT32_MAX / 2) {
-        porta_err("hip: weight '%s' is too large for one launch", w->name ? w->name : "?");
-        return PORTA_E_UNSUPPORTED;
-    }
-    int rc = stage(c, ids, sizeof(int32_t) * (size_t)n_tok, &io);
-    if (rc)
-        return rc;
-    io /= 4;
-    int32_t n_cols = (int32_t)w->n_cols;
-    size_t units = (size_t)n_cols / (size_t)hip_types[ti].sub;
-    void *yp = y.buf->ptr, *wp = w->buf->ptr, *sp = c->stage_dev;
-    void *a[] = { &yp, &yo, &wp, &wo, &row_bytes, &n_cols, &sp, &io };
-    return launch(c, &c->tk[w->type].emb, ceil_div(units + 1, (size_t)c->elt_lsz),
-                  (size_t)n_tok, 1, (unsigned)c->elt_lsz, a);
-}
-
-/* ---- mixture of experts ---- */
-
-static int hip_moe_route(struct porta_backend *be, struct porta_view ids,
-                         struct porta_view weights, struct porta_view logits,
-                         const struct porta_route_params *p)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t io, wo, lo, bo = 0;
-    if (!elem_off(ids, 4, "moe_route ids", &io) ||
-        !elem_off(weights, 4, "moe_route weights", &wo) ||
-        !elem_off(logits, 4, "moe_route logits", &lo) ||
-        (p->bias.buf && !elem_off(p->bias, 4, "moe_route bias", &bo)))
-        return PORTA_E_INVAL;
-    if (p->n_expert > MOE_MAX_EXPERT) {
-        porta_err("hip: moe_route over %d experts is beyond the kernel's %d", p->n_expert,
-                  MOE_MAX_EXPERT);
-        return PORTA_E_UNSUPPORTED;
-    }
-    int32_t has_bias = p->bias.buf != NULL, n_tok = p->n_tok, n_expert = p->n_expert, k = p->k,
-            softmax = p->gating == PORTA_GATING_SOFTMAX, norm = p->norm, n_group = p->n_group,
-            topk_group = p->topk_group;
-    float scale = p->scale;
-    void *ip = ids.buf->ptr, *wp = weights.buf->ptr, *lp = logits.buf->ptr,
-         *bp = p->bias.buf ? p->bias.buf->ptr : logits.buf->ptr;
-    void *a[] = { &ip, &io, &wp, &wo, &lp, &lo, &bp, &bo, &has_bias, &n_tok, &n_expert, &k,
-                  &softmax, &norm, &scale, &n_group, &topk_group };
-    return launch(c, &c->moe_route, ceil_div((size_t)n_tok, (size_t)c->elt_lsz), 1, 1,
-                  (unsigned)c->elt_lsz, a);
-}
-
-/* One block per (row group, token) walks the token's k slots (as the OpenCL backend). */
-static int hip_matmul_experts(struct porta_backend *be, struct porta_view y,
-                              const struct porta_weight *w, struct porta_view x,
-                              const struct porta_experts_params *p)
-{
-    struct hip_ctx *c = be->ctx;
-    uint64_t yo, xo, wo, io = 0, so = 0, row_bytes = w->row_bytes;
-    uint64_t stride = porta_weight_mat_stride(w);
-    if (type_index(w->type) < 0)
-        return PORTA_E_UNSUPPORTED;
-    if (!elem_off(y, 4, "matmul_experts y", &yo) || !elem_off(x, 4, "matmul_experts x", &xo) ||
-        !weight_off(w, &wo) || stride % (w->type == PORTA_F32 ? 4 : 2) ||
-        (p->ids.buf && !elem_off(p->ids, 4, "matmul_experts ids", &io)) ||
-        (p->weights.buf && !elem_off(p->weights, 4, "matmul_experts weights", &so)))
-        return PORTA_E_INVAL;
-    if (w->n_rows > INT32_MAX || w->n_cols > INT32_MAX / 2 || w->n_mat > INT32_MAX) {
-        porta_err("hip: weight '%s' is too large for one launch", w->name ? w->name : "?");
-        return PORTA_E_UNSUPPORTED;
-    }
-    int32_t n_mat = (int32_t)w->n_mat, n_rows = (int32_t)w->n_rows, n_cols = (int32_t)w->n_cols,
-            x_per_slot = p->x_per_slot, has_ids = p->ids.buf != NULL,
-            has_wts = p->weights.buf != NULL, k = p->k;
-    void *yp = y.buf->ptr, *wp = w->buf->ptr, *xp = x.buf->ptr,
-         *ip = has_ids ? p->ids.buf->ptr : x.buf->ptr,
-         *sp = has_wts ? p->weights.buf->ptr : x.buf->ptr;
-    void *a[] = { &yp, &yo, &wp, &wo, &row_bytes, &stride, &n_mat, &n_rows, &n_cols, &xp, &xo,
-                  &x_per_slot, &ip, &io, &has_ids, &sp, &so, &has_wts, &k };
-    return launch(c, &c->tk[w->type].me, ceil_div((size_t)n_rows, MV_ROWS), (size_t)p->n_tok, 1,
-                  (unsigned)c->mv_lsz, a);
-}
-
-/* ---- multi-head latent attention ---- */
-
-static int hip_attention_mla(struct porta_backend *be, struct porta_view out,
-                             struct porta_view q_lat, struct porta_view q_rope,
-                             struct porta_view kv_lat, struct porta_view k_rope,
-                             const struct porta_attn_params *p)
-{
-    struct hip_ctx *c = be->ctx;
-    int f16 = p->kv_type == PORTA_F16, es = f16 ? 2 : 4, rc;
-    uint64_t oo, qlo, qro, klo, kro, kco, po, so;
-    if (!elem_off(out, 4, "attention_mla out", &oo) ||
-        !elem_off(q_lat, 4, "attention_mla q_lat", &qlo) ||
-        !elem_off(q_rope, 4, "attention_mla q_rope", &qro) ||
-        !elem_off(kv_lat, 4, "attention_mla kv_lat", &klo) ||
-        !elem_off(k_rope, 4, "attention_mla k_rope", &kro) ||
-        !elem_off(p->k_cache, (size_t)es, "attention_mla cache", &kco))
-        return PORTA_E_INVAL;
-    int lsz = att_lsz_for(c, p->head_dim_k, p->head_dim_v);
-    if (lsz < 0)
-        return PORTA_E_UNSUPPORTED;
-    if ((rc = stage_positions(c, p, &po, &so)))
-        return rc;
-    int32_t has_seq = p->seq != NULL, nh = p->n_head, lat = p->head_dim_v, dk = p->head_dim_k,
-            n_ctx = p->n_ctx;
-    float scale = p->scale;
-    void *kc = p->k_cache.buf->ptr, *lp = kv_lat.buf->ptr, *rp = k_rope.buf->ptr,
-         *sp = c->stage_dev, *op = out.buf->ptr, *qlp = q_lat.buf->ptr, *qrp = q_rope.buf->ptr;
-    void *as[] = { &kc, &kco, &lp, &klo, &rp, &kro, &sp, &po, &sp, &so, &has_seq, &lat, &dk,
-                   &n_ctx };
-    if ((rc = launch(c, &c->mla_store[f16], ceil_div((size_t)dk, 64), (size_t)p->n_tok, 1, 64,
-                     as)))
-        return rc;
-    void *aa[] = { &op, &oo, &qlp, &qlo, &qrp, &qro, &kc, &kco, &sp, &po,
-                   &sp, &so, &has_seq, &nh, &lat, &dk, &n_ctx, &scale };
-    return launch(c, &c->mla_attn[f16], (size_t)nh, (size_t)p->n_tok, 1, (unsigned)lsz, aa);
-}
+/* ---- the ops: backends/kops.c over this device ---- */
 
 const struct porta_backend_ops porta_backend_hip = {
     .name = "hip",
     .devices = hip_devices,
     .open = hip_open,
     .close = hip_close,
-    .supports = hip_supports,
+    .supports = kops_supports,
     .buf_alloc = hip_buf_alloc,
     .buf_free = hip_buf_free,
     .buf_size = hip_buf_size,
     .upload = hip_upload,
     .download = hip_download,
-    .matmul = hip_matmul,
-    .rmsnorm = hip_rmsnorm,
-    .rope = hip_rope,
-    .attention = hip_attention,
-    .eltwise = hip_eltwise,
-    .embed = hip_embed,
-    .moe_route = hip_moe_route,
-    .matmul_experts = hip_matmul_experts,
-    .attention_mla = hip_attention_mla,
+    .matmul = kops_matmul,
+    .rmsnorm = kops_rmsnorm,
+    .rope = kops_rope,
+    .attention = kops_attention,
+    .eltwise = kops_eltwise,
+    .embed = kops_embed,
+    .moe_route = kops_moe_route,
+    .matmul_experts = kops_matmul_experts,
+    .attention_mla = kops_attention_mla,
     .synchronize = hip_synchronize,
 };

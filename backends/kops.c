@@ -1,0 +1,515 @@
+/* kops.c - each vtable op as launches of the kernels in kernels/cl, for every backend that runs
+ * them (see kops.h): argument checks, grids and argument lists in the kernels' order. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kops.h"
+#include "rope.h"
+
+#define ATT_DPT 16              /* kernels/cl/attention.cl: output dims per work-item */
+#define ATT_MAX_DK 1024
+#define ATT_MAX_LSZ 256
+#define MOE_MAX_EXPERT 2048     /* kernels/cl/moe.cl */
+#define STORE_LSZ 64            /* kv and mla stores: work-items per group where it matters */
+
+/* the weight types with kernels: kernel-name suffix and elements per unit (type_sub() in
+ * kernels/cl/dequant.h: one work-item of emb_/deq_ decodes one unit) */
+static const struct {
+    enum porta_dtype type;
+    const char *suffix;
+    int sub;
+} types[KOPS_N_TYPES] = {
+    { PORTA_F32, "f32", 8 },    { PORTA_F16, "f16", 8 },    { PORTA_BF16, "bf16", 8 },
+    { PORTA_Q4_0, "q4_0", 32 }, { PORTA_Q4_1, "q4_1", 32 }, { PORTA_Q5_0, "q5_0", 32 },
+    { PORTA_Q5_1, "q5_1", 32 }, { PORTA_Q8_0, "q8_0", 32 }, { PORTA_Q2_K, "q2_k", 32 },
+    { PORTA_Q3_K, "q3_k", 32 }, { PORTA_Q4_K, "q4_k", 32 }, { PORTA_Q5_K, "q5_k", 32 },
+    { PORTA_Q6_K, "q6_k", 32 },
+};
+
+int kops_type_index(enum porta_dtype t)
+{
+    for (int i = 0; i < KOPS_N_TYPES; i++)
+        if (types[i].type == t)
+            return i;
+    return -1;
+}
+
+int kops_type_sub(enum porta_dtype t) { return types[kops_type_index(t)].sub; }
+
+int kops_typed_slot(enum kops_typed kind, enum porta_dtype t)
+{
+    return (int)kind * KOPS_N_TYPES + kops_type_index(t);
+}
+
+const char *kops_kernel_name(int slot, char *buf, size_t n)
+{
+    static const char *const typed[KOPS_N_TYPED] = { "mv", "mt", "mm", "emb", "deq", "me" };
+    static const char *const other[KOPS_N_KERNELS - KOPS_RMSNORM] = {
+        "rmsnorm",       "eltwise",      "rope",          "kv_f32_store",  "kv_f16_store",
+        "kv_f32_attn",   "kv_f16_attn",  "mla_f32_store", "mla_f16_store", "mla_f32_attn",
+        "mla_f16_attn",  "moe_route",
+    };
+    if (slot < KOPS_RMSNORM)
+        snprintf(buf, n, "%s_%s", typed[slot / KOPS_N_TYPES], types[slot % KOPS_N_TYPES].suffix);
+    else
+        snprintf(buf, n, "%s", other[slot - KOPS_RMSNORM]);
+    return buf;
+}
+
+/* ---- building a launch ---- */
+
+static size_t ceil_div(size_t n, size_t m) { return (n + m - 1) / m; }
+
+static struct kops_launch plan(int kernel, int dims, size_t g0, size_t g1, size_t g2, size_t lsz)
+{
+    struct kops_launch l = { .kernel = kernel, .dims = dims, .groups = { g0, g1, g2 },
+                             .lsz = lsz };
+    return l;
+}
+
+static void arg(struct kops_launch *l, struct kops_arg a) { l->a[l->na++] = a; }
+static void a_buf(struct kops_launch *l, const struct porta_buf *b)
+{
+    arg(l, (struct kops_arg){ .kind = KOPS_BUF, .v.buf = b });
+}
+static void a_stage(struct kops_launch *l) { arg(l, (struct kops_arg){ .kind = KOPS_STAGE }); }
+static void a_u64(struct kops_launch *l, uint64_t v)
+{
+    arg(l, (struct kops_arg){ .kind = KOPS_U64, .v.u64 = v });
+}
+static void a_i32(struct kops_launch *l, int32_t v)
+{
+    arg(l, (struct kops_arg){ .kind = KOPS_I32, .v.i32 = v });
+}
+static void a_f32(struct kops_launch *l, float v)
+{
+    arg(l, (struct kops_arg){ .kind = KOPS_F32, .v.f32 = v });
+}
+/* a buffer and an element offset: how every kernel takes its arrays */
+static void a_at(struct kops_launch *l, const struct porta_buf *b, uint64_t off)
+{
+    a_buf(l, b);
+    a_u64(l, off);
+}
+static void a_stage_at(struct kops_launch *l, uint64_t off)
+{
+    a_stage(l);
+    a_u64(l, off);
+}
+
+/* ---- argument checks ---- */
+
+bool kops_elem_off(const struct kops_dev *d, struct porta_view v, size_t es, const char *what,
+                   uint64_t *out)
+{
+    if (v.off % es) {
+        porta_err("%s: %s: byte offset %zu is not a multiple of %zu", d->name, what, v.off, es);
+        return false;
+    }
+    *out = v.off / es;
+    return true;
+}
+
+int kops_weight_off(const struct kops_dev *d, const struct porta_weight *w, uint64_t *off)
+{
+    size_t align = w->type == PORTA_F32 ? 4 : 2;
+    if (kops_type_index(w->type) < 0)
+        return PORTA_E_UNSUPPORTED;
+    if (w->off % align || (w->n_mat > 1 && porta_weight_mat_stride(w) % align)) {
+        porta_err("%s: weight '%s' starts at byte %zu, not a multiple of %zu", d->name,
+                  w->name ? w->name : "?", w->off, align);
+        return PORTA_E_INVAL;
+    }
+    if (w->n_rows > INT32_MAX || w->n_cols > INT32_MAX / 2 || w->n_mat > INT32_MAX) {
+        porta_err("%s: weight '%s' is too large for one launch", d->name,
+                  w->name ? w->name : "?");
+        return PORTA_E_UNSUPPORTED;
+    }
+    *off = w->off;
+    return 0;
+}
+
+/* Copies a host array into the staging buffer; *off gets its offset in elements of es bytes. */
+static int stage_elems(struct kops_dev *d, const void *src, size_t n, size_t es, uint64_t *off)
+{
+    int rc = d->stage(d->ctx, src, n * es, off);
+    *off /= es;
+    return rc;
+}
+
+/* ---- matmul ---- */
+
+int kops_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+                struct porta_view x, int n_tok)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t yo, xo, wo;
+    int rc = kops_weight_off(d, w, &wo);
+    if (rc)
+        return rc;
+    if (!kops_elem_off(d, y, 4, "matmul y", &yo) || !kops_elem_off(d, x, 4, "matmul x", &xo))
+        return PORTA_E_INVAL;
+    size_t rows = (size_t)w->n_rows;
+    struct kops_launch l;
+    if (n_tok == 1)
+        l = plan(kops_typed_slot(KOPS_MV, w->type), 2, ceil_div(rows, (size_t)d->mv_rows), 1, 1,
+                 (size_t)d->mv_lsz);
+    else if (n_tok < d->mm_min_tok || !d->prefill_mm)
+        l = plan(kops_typed_slot(KOPS_MT, w->type), 2, ceil_div(rows, (size_t)d->mv_rows),
+                 ceil_div((size_t)n_tok, (size_t)d->mt_tok), 1, (size_t)d->mv_lsz);
+    else
+        l = plan(kops_typed_slot(KOPS_MM, w->type), 2, ceil_div(rows, (size_t)d->mm_tr),
+                 ceil_div((size_t)n_tok, (size_t)d->mm_tt), 1, (size_t)d->mm_lsz);
+    a_at(&l, y.buf, yo);
+    a_at(&l, w->buf, wo);
+    a_u64(&l, w->row_bytes);
+    a_i32(&l, (int32_t)w->n_rows);
+    a_i32(&l, (int32_t)w->n_cols);
+    a_at(&l, x.buf, xo);
+    a_i32(&l, n_tok);
+    return d->launch(d->ctx, &l);
+}
+
+/* ---- the other ops ---- */
+
+/* a work-group per row; rows in slices of at most max_rows per launch */
+int kops_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_view x,
+                 struct porta_view w, int n_rows, int n, float eps)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t yo, xo, wo = 0;
+    if (!kops_elem_off(d, y, 4, "rmsnorm y", &yo) || !kops_elem_off(d, x, 4, "rmsnorm x", &xo) ||
+        (w.buf && !kops_elem_off(d, w, 4, "rmsnorm w", &wo)))
+        return PORTA_E_INVAL;
+    for (size_t r0 = 0; r0 < (size_t)n_rows; r0 += d->max_rows) {
+        size_t rows = (size_t)n_rows - r0 < d->max_rows ? (size_t)n_rows - r0 : d->max_rows;
+        struct kops_launch l = plan(KOPS_RMSNORM, 2, 1, rows, 1, (size_t)d->norm_lsz);
+        a_at(&l, y.buf, yo + (uint64_t)r0 * (uint64_t)n);
+        a_at(&l, x.buf, xo + (uint64_t)r0 * (uint64_t)n);
+        a_at(&l, w.buf ? w.buf : x.buf, wo);
+        a_i32(&l, w.buf != NULL);
+        a_i32(&l, n);
+        a_f32(&l, eps);
+        int rc = d->launch(d->ctx, &l);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int kops_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head, int head_dim,
+              const int32_t *pos, const struct porta_rope_params *p)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t xo, po, to;
+    float *tab;
+    if (!kops_elem_off(d, x, 4, "rope x", &xo))
+        return PORTA_E_INVAL;
+    int rc = porta_rope_table(p, &tab);
+    if (rc)
+        return rc;
+    int half = p->n_rot / 2;
+    rc = stage_elems(d, pos, (size_t)n_tok, sizeof(int32_t), &po);
+    if (!rc)
+        rc = stage_elems(d, tab, 3 * (size_t)half, sizeof(float), &to);
+    free(tab);
+    if (rc)
+        return rc;
+    size_t l0 = half < d->elt_lsz ? (size_t)half : (size_t)d->elt_lsz;
+    struct kops_launch l = plan(KOPS_ROPE, 3, ceil_div((size_t)half, l0 ? l0 : 1),
+                                d->rope_all_heads ? 1 : (size_t)n_head, (size_t)n_tok, l0);
+    a_at(&l, x.buf, xo);
+    a_i32(&l, n_head);
+    a_i32(&l, head_dim);
+    a_i32(&l, p->n_rot);
+    a_i32(&l, p->style == PORTA_ROPE_NEOX);
+    a_stage_at(&l, po);
+    a_stage_at(&l, to);
+    a_f32(&l, p->freq_scale);
+    a_f32(&l, porta_rope_mscale(p));
+    return d->launch(d->ctx, &l);
+}
+
+/* the attention work-group size for these head dims (each work-item owns ATT_DPT output
+ * dims), or -1 (logged) when the kernel cannot take them */
+static int att_lsz_for(const struct kops_dev *d, int dk, int dv)
+{
+    int lsz = d->att_lsz;
+    while (lsz * ATT_DPT < dv && lsz < ATT_MAX_LSZ && lsz * 2 <= d->max_lsz)
+        lsz *= 2;
+    if (dk > ATT_MAX_DK || dv > lsz * ATT_DPT) {
+        porta_err("%s: attention with head dims %d/%d is beyond the kernel's %d/%d", d->name, dk,
+                  dv, ATT_MAX_DK, lsz * ATT_DPT);
+        return -1;
+    }
+    return lsz;
+}
+
+/* An attention call's positions (and sequence ids when it has them) staged as int32 arrays;
+ * *po and *so receive their element offsets (*so 0 without seq). */
+static int stage_pos_seq(struct kops_dev *d, const struct porta_attn_params *p, uint64_t *po,
+                         uint64_t *so)
+{
+    int rc = stage_elems(d, p->pos, (size_t)p->n_tok, sizeof(int32_t), po);
+    *so = 0;
+    if (!rc && p->seq)
+        rc = stage_elems(d, p->seq, (size_t)p->n_tok, sizeof(int32_t), so);
+    return rc;
+}
+
+/* the arguments that the store and attend kernels share after their own: positions, sequence
+ * ids and whether there are any */
+static void a_pos_seq(struct kops_launch *l, const struct porta_attn_params *p, uint64_t po,
+                      uint64_t so)
+{
+    a_stage_at(l, po);
+    a_stage_at(l, so);
+    a_i32(l, p->seq != NULL);
+}
+
+int kops_attention(struct porta_backend *be, struct porta_view out, struct porta_view q,
+                   struct porta_view k, struct porta_view v, const struct porta_attn_params *p)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    int f16 = p->kv_type == PORTA_F16, es = f16 ? 2 : 4, rc;
+    uint64_t oo, qo, ko, vo, kco, vco, po, so;
+    if (!kops_elem_off(d, out, 4, "attention out", &oo) ||
+        !kops_elem_off(d, q, 4, "attention q", &qo) ||
+        !kops_elem_off(d, k, 4, "attention k", &ko) ||
+        !kops_elem_off(d, v, 4, "attention v", &vo) ||
+        !kops_elem_off(d, p->k_cache, (size_t)es, "attention k_cache", &kco) ||
+        !kops_elem_off(d, p->v_cache, (size_t)es, "attention v_cache", &vco))
+        return PORTA_E_INVAL;
+    int lsz = att_lsz_for(d, p->head_dim_k, p->head_dim_v);
+    if (lsz < 0)
+        return PORTA_E_UNSUPPORTED;
+    if ((rc = stage_pos_seq(d, p, &po, &so)))
+        return rc;
+    int dk = p->head_dim_k, dv = p->head_dim_v, nkv = p->n_head_kv;
+    size_t wide = (size_t)nkv * (size_t)(dk > dv ? dk : dv);
+    struct kops_launch s = plan(KOPS_KV_STORE + f16, 2, ceil_div(wide, STORE_LSZ),
+                                (size_t)p->n_tok, 1, STORE_LSZ);
+    s.any_lsz = true;
+    a_at(&s, p->k_cache.buf, kco);
+    a_at(&s, p->v_cache.buf, vco);
+    a_at(&s, k.buf, ko);
+    a_at(&s, v.buf, vo);
+    a_pos_seq(&s, p, po, so);
+    a_i32(&s, nkv);
+    a_i32(&s, dk);
+    a_i32(&s, dv);
+    a_i32(&s, p->n_ctx);
+    if ((rc = d->launch(d->ctx, &s)))
+        return rc;
+    struct kops_launch a = plan(KOPS_KV_ATTN + f16, 2, (size_t)p->n_head, (size_t)p->n_tok, 1,
+                                (size_t)lsz);
+    a_at(&a, out.buf, oo);
+    a_at(&a, q.buf, qo);
+    a_at(&a, p->k_cache.buf, kco);
+    a_at(&a, p->v_cache.buf, vco);
+    a_pos_seq(&a, p, po, so);
+    a_i32(&a, p->n_head);
+    a_i32(&a, nkv);
+    a_i32(&a, dk);
+    a_i32(&a, dv);
+    a_i32(&a, p->n_ctx);
+    a_f32(&a, p->scale);
+    return d->launch(d->ctx, &a);
+}
+
+int kops_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_view y,
+                 struct porta_view a,
+                 struct porta_view b, int64_t n, int64_t nb, float s)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t yo, ao, bo = 0;
+    bool binary = op == PORTA_ELT_ADD || op == PORTA_ELT_MUL || op == PORTA_ELT_SWIGLU;
+    if (!kops_elem_off(d, y, 4, "eltwise y", &yo) || !kops_elem_off(d, a, 4, "eltwise a", &ao) ||
+        (binary && !kops_elem_off(d, b, 4, "eltwise b", &bo)))
+        return PORTA_E_INVAL;
+    if (n > INT32_MAX) {
+        porta_err("%s: eltwise over %lld elements is too large for one launch", d->name,
+                  (long long)n);
+        return PORTA_E_UNSUPPORTED;
+    }
+    size_t items = ceil_div((size_t)n, (size_t)d->elt_per);
+    struct kops_launch l = plan(KOPS_ELTWISE, 1, ceil_div(items, (size_t)d->elt_lsz), 1, 1,
+                                (size_t)d->elt_lsz);
+    a_i32(&l, (int32_t)op);
+    a_at(&l, y.buf, yo);
+    a_at(&l, a.buf, ao);
+    a_at(&l, binary ? b.buf : a.buf, bo);
+    a_i32(&l, (int32_t)n);
+    a_i32(&l, binary ? (int32_t)nb : 1);
+    a_f32(&l, s);
+    return d->launch(d->ctx, &l);
+}
+
+int kops_embed(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+               const int32_t *ids, int n_tok)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t yo, wo, io;
+    int rc = kops_weight_off(d, w, &wo);
+    if (rc)
+        return rc;
+    if (!kops_elem_off(d, y, 4, "embed y", &yo))
+        return PORTA_E_INVAL;
+    for (int t = 0; t < n_tok; t++)
+        if (ids[t] < 0 || ids[t] >= w->n_rows) {
+            porta_err("%s: token id %d outside '%s'", d->name, ids[t], w->name ? w->name : "?");
+            return PORTA_E_RANGE;
+        }
+    if ((rc = stage_elems(d, ids, (size_t)n_tok, sizeof(int32_t), &io)))
+        return rc;
+    size_t units = (size_t)w->n_cols / (size_t)kops_type_sub(w->type);
+    struct kops_launch l = plan(kops_typed_slot(KOPS_EMB, w->type), 2,
+                                ceil_div(units + 1, (size_t)d->elt_lsz), (size_t)n_tok, 1,
+                                (size_t)d->elt_lsz);
+    a_at(&l, y.buf, yo);
+    a_at(&l, w->buf, wo);
+    a_u64(&l, w->row_bytes);
+    a_i32(&l, (int32_t)w->n_cols);
+    a_stage_at(&l, io);
+    return d->launch(d->ctx, &l);
+}
+
+/* ---- mixture of experts ---- */
+
+int kops_moe_route(struct porta_backend *be, struct porta_view ids, struct porta_view weights,
+                   struct porta_view logits, const struct porta_route_params *p)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t io, wo, lo, bo = 0;
+    if (!kops_elem_off(d, ids, 4, "moe_route ids", &io) ||
+        !kops_elem_off(d, weights, 4, "moe_route weights", &wo) ||
+        !kops_elem_off(d, logits, 4, "moe_route logits", &lo) ||
+        (p->bias.buf && !kops_elem_off(d, p->bias, 4, "moe_route bias", &bo)))
+        return PORTA_E_INVAL;
+    if (p->n_expert > MOE_MAX_EXPERT) {
+        porta_err("%s: moe_route over %d experts is beyond the kernel's %d", d->name,
+                  p->n_expert, MOE_MAX_EXPERT);
+        return PORTA_E_UNSUPPORTED;
+    }
+    struct kops_launch l = plan(KOPS_MOE_ROUTE, 1, ceil_div((size_t)p->n_tok, (size_t)d->elt_lsz),
+                                1, 1, (size_t)d->elt_lsz);
+    a_at(&l, ids.buf, io);
+    a_at(&l, weights.buf, wo);
+    a_at(&l, logits.buf, lo);
+    a_at(&l, p->bias.buf ? p->bias.buf : logits.buf, bo);
+    a_i32(&l, p->bias.buf != NULL);
+    a_i32(&l, p->n_tok);
+    a_i32(&l, p->n_expert);
+    a_i32(&l, p->k);
+    a_i32(&l, p->gating == PORTA_GATING_SOFTMAX);
+    a_i32(&l, p->norm);
+    a_f32(&l, p->scale);
+    a_i32(&l, p->n_group);
+    a_i32(&l, p->topk_group);
+    return d->launch(d->ctx, &l);
+}
+
+/* A work-group per (row group, token) walks the token's k slots; the matrices are read per
+ * token (decode reads each chosen matrix once; a prefill re-reads a matrix for every token
+ * that chose it). */
+int kops_matmul_experts(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+                        struct porta_view x, const struct porta_experts_params *p)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    uint64_t yo, xo, wo, io = 0, so = 0;
+    int rc = kops_weight_off(d, w, &wo);
+    if (rc)
+        return rc;
+    if (!kops_elem_off(d, y, 4, "matmul_experts y", &yo) ||
+        !kops_elem_off(d, x, 4, "matmul_experts x", &xo) ||
+        (p->ids.buf && !kops_elem_off(d, p->ids, 4, "matmul_experts ids", &io)) ||
+        (p->weights.buf && !kops_elem_off(d, p->weights, 4, "matmul_experts weights", &so)))
+        return PORTA_E_INVAL;
+    struct kops_launch l = plan(kops_typed_slot(KOPS_ME, w->type), 2,
+                                ceil_div((size_t)w->n_rows, (size_t)d->mv_rows),
+                                (size_t)p->n_tok, 1, (size_t)d->mv_lsz);
+    a_at(&l, y.buf, yo);
+    a_at(&l, w->buf, wo);
+    a_u64(&l, w->row_bytes);
+    a_u64(&l, porta_weight_mat_stride(w));
+    a_i32(&l, (int32_t)w->n_mat);
+    a_i32(&l, (int32_t)w->n_rows);
+    a_i32(&l, (int32_t)w->n_cols);
+    a_at(&l, x.buf, xo);
+    a_i32(&l, p->x_per_slot);
+    a_at(&l, p->ids.buf ? p->ids.buf : x.buf, io);
+    a_i32(&l, p->ids.buf != NULL);
+    a_at(&l, p->weights.buf ? p->weights.buf : x.buf, so);
+    a_i32(&l, p->weights.buf != NULL);
+    a_i32(&l, p->k);
+    return d->launch(d->ctx, &l);
+}
+
+/* ---- multi-head latent attention ---- */
+
+int kops_attention_mla(struct porta_backend *be, struct porta_view out, struct porta_view q_lat,
+                       struct porta_view q_rope, struct porta_view kv_lat,
+                       struct porta_view k_rope, const struct porta_attn_params *p)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    int f16 = p->kv_type == PORTA_F16, es = f16 ? 2 : 4, rc;
+    uint64_t oo, qlo, qro, klo, kro, kco, po, so;
+    if (!kops_elem_off(d, out, 4, "attention_mla out", &oo) ||
+        !kops_elem_off(d, q_lat, 4, "attention_mla q_lat", &qlo) ||
+        !kops_elem_off(d, q_rope, 4, "attention_mla q_rope", &qro) ||
+        !kops_elem_off(d, kv_lat, 4, "attention_mla kv_lat", &klo) ||
+        !kops_elem_off(d, k_rope, 4, "attention_mla k_rope", &kro) ||
+        !kops_elem_off(d, p->k_cache, (size_t)es, "attention_mla cache", &kco))
+        return PORTA_E_INVAL;
+    int lsz = att_lsz_for(d, p->head_dim_k, p->head_dim_v);
+    if (lsz < 0)
+        return PORTA_E_UNSUPPORTED;
+    if ((rc = stage_pos_seq(d, p, &po, &so)))
+        return rc;
+    int lat = p->head_dim_v, dk = p->head_dim_k;
+    struct kops_launch s = plan(KOPS_MLA_STORE + f16, 2, ceil_div((size_t)dk, STORE_LSZ),
+                                (size_t)p->n_tok, 1, STORE_LSZ);
+    s.any_lsz = true;
+    a_at(&s, p->k_cache.buf, kco);
+    a_at(&s, kv_lat.buf, klo);
+    a_at(&s, k_rope.buf, kro);
+    a_pos_seq(&s, p, po, so);
+    a_i32(&s, lat);
+    a_i32(&s, dk);
+    a_i32(&s, p->n_ctx);
+    if ((rc = d->launch(d->ctx, &s)))
+        return rc;
+    struct kops_launch a = plan(KOPS_MLA_ATTN + f16, 2, (size_t)p->n_head, (size_t)p->n_tok, 1,
+                                (size_t)lsz);
+    a_at(&a, out.buf, oo);
+    a_at(&a, q_lat.buf, qlo);
+    a_at(&a, q_rope.buf, qro);
+    a_at(&a, p->k_cache.buf, kco);
+    a_pos_seq(&a, p, po, so);
+    a_i32(&a, p->n_head);
+    a_i32(&a, lat);
+    a_i32(&a, dk);
+    a_i32(&a, p->n_ctx);
+    a_f32(&a, p->scale);
+    return d->launch(d->ctx, &a);
+}
+
+bool kops_supports(const struct porta_backend *be, enum porta_op op, enum porta_dtype wt)
+{
+    (void)be;
+    switch (op) {
+    case PORTA_OP_MATMUL:
+    case PORTA_OP_EMBED:
+    case PORTA_OP_MATMUL_EXPERTS:
+        return kops_type_index(wt) >= 0;
+    case PORTA_OP_RMSNORM:
+    case PORTA_OP_ROPE:
+    case PORTA_OP_ATTENTION:
+    case PORTA_OP_ELTWISE:
+    case PORTA_OP_MOE_ROUTE:
+    case PORTA_OP_ATTENTION_MLA:
+        return true;
+    default:
+        return false;
+    }
+}

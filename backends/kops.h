@@ -1,0 +1,149 @@
+/* kops.h - the host side of kernels/cl, shared by the device backends that run those kernels
+ * (opencl, hip): for each vtable op, the checks of its arguments, which kernel runs, on which
+ * grid and with which arguments. A backend supplies the few things that differ between device
+ * APIs (launching, staging host arrays, its launch shapes) in a struct kops_dev; the op
+ * functions here then serve as its vtable entries, so the two backends cannot drift apart. */
+#ifndef PORTA_KOPS_H
+#define PORTA_KOPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+/* ---- kernels ---- */
+
+/* The weight types with kernels, in kernel-slot order. */
+#define KOPS_N_TYPES 13
+/* Kernels that exist once per weight type (kernel name "<kind>_<type suffix>"). */
+enum kops_typed {
+    KOPS_MV,        /* matvec.cl mv_: one token per work-item (decode) */
+    KOPS_MT,        /* matvec.cl mt_: mt_tok tokens per work-item */
+    KOPS_MM,        /* matmul.cl mm_: local-memory tiles */
+    KOPS_EMB,       /* embed.cl emb_: rows of a weight by token id */
+    KOPS_DEQ,       /* embed.cl deq_: rows dequantized to float (CLBlast's input) */
+    KOPS_ME,        /* matvec.cl me_: mixture-of-experts products */
+    KOPS_N_TYPED
+};
+/* The others, numbered after the typed ones. The kv and mla kernels come as an F32 and an F16
+ * pair (cache type): slot + 1 is the F16 one. */
+enum kops_kernel {
+    KOPS_RMSNORM = KOPS_N_TYPED * KOPS_N_TYPES,
+    KOPS_ELTWISE,
+    KOPS_ROPE,
+    KOPS_KV_STORE,  /* + 1: F16 */
+    KOPS_KV_ATTN = KOPS_KV_STORE + 2,
+    KOPS_MLA_STORE = KOPS_KV_ATTN + 2,
+    KOPS_MLA_ATTN = KOPS_MLA_STORE + 2,
+    KOPS_MOE_ROUTE = KOPS_MLA_ATTN + 2,
+    KOPS_N_KERNELS
+};
+
+/* The index of a weight type among the types with kernels, or -1. */
+int kops_type_index(enum porta_dtype t);
+/* Elements per unit of a type with kernels (kernels/cl/dequant.h's type_sub: one work-item
+ * of emb_/deq_ decodes one unit). */
+int kops_type_sub(enum porta_dtype t);
+/* The slot of kind for weight type t (which must have kernels). */
+int kops_typed_slot(enum kops_typed kind, enum porta_dtype t);
+/* The kernel function's name of a slot, written to buf. */
+const char *kops_kernel_name(int slot, char *buf, size_t n);
+
+/* ---- launches ---- */
+
+enum kops_arg_kind {
+    KOPS_BUF,       /* a porta_buf (the device memory) */
+    KOPS_STAGE,     /* the backend's staging buffer (see kops_dev.stage) */
+    KOPS_U64,
+    KOPS_I32,
+    KOPS_F32,
+};
+
+struct kops_arg {
+    enum kops_arg_kind kind;
+    union {
+        const struct porta_buf *buf;
+        uint64_t u64;
+        int32_t i32;
+        float f32;
+    } v;
+};
+
+#define KOPS_MAX_ARGS 20
+
+/* One kernel launch: groups[d] work-groups along dimension d (1 past dims), of lsz work-items
+ * along dimension 0. any_lsz: the work-items are what counts (groups[0] * lsz of them, each
+ * checking its own bounds); the device may group them as it likes. */
+struct kops_launch {
+    int kernel;
+    int dims;
+    size_t groups[3];
+    size_t lsz;
+    bool any_lsz;
+    int na;
+    struct kops_arg a[KOPS_MAX_ARGS];
+};
+
+/* What a device backend supplies. The shapes must match the kernels as the backend compiled
+ * them (matvec.cl's MV_ROWS, MT_TOK, matmul.cl's tile, eltwise.cl's ELT_PER, rope.cl's
+ * ROPE_ALL_HEADS). */
+struct kops_dev {
+    const char *name;               /* message prefix: "opencl", "hip" */
+    void *ctx;
+    /* Enqueues l; an empty grid launches nothing. 0 or a porta status (logged). */
+    int (*launch)(void *ctx, const struct kops_launch *l);
+    /* Copies n bytes of host memory into the staging buffer, in order with the launches that
+     * follow and kept until the next synchronize; *off gets their byte offset there. */
+    int (*stage)(void *ctx, const void *src, size_t n, uint64_t *off);
+    int max_lsz;                    /* the largest work-group */
+    size_t max_rows;                /* rmsnorm rows per launch (a grid limit), >= 1 */
+    int mv_lsz, mv_rows;            /* matvec work-group and the rows it owns */
+    int mt_tok;                     /* tokens per work-item of mt_ */
+    int mm_min_tok;                 /* from this many tokens: the prefill kernel below */
+    bool prefill_mm;                /* prefill with mm_ (tiles), else with mt_ */
+    int mm_tr, mm_tt, mm_lsz;       /* mm_: rows and tokens per work-group, its size */
+    int norm_lsz, att_lsz, elt_lsz;
+    int elt_per;                    /* elements per work-item of eltwise */
+    bool rope_all_heads;            /* one work-item walks every head of a token */
+};
+
+/* ---- argument checks ---- */
+
+/* A view's byte offset as an index of es-byte elements; false (logged) when misaligned. */
+bool kops_elem_off(const struct kops_dev *d, struct porta_view v, size_t es, const char *what,
+                   uint64_t *out);
+/* A weight's byte offset, checked for the kernels' aligned loads, and its size for one
+ * launch; 0, PORTA_E_UNSUPPORTED (no kernels for the type, too large) or PORTA_E_INVAL. */
+int kops_weight_off(const struct kops_dev *d, const struct porta_weight *w, uint64_t *off);
+
+/* ---- the ops: the vtable's entries themselves ---- */
+
+/* A backend that uses these puts its struct kops_dev first in its context (be->ctx). */
+#define KOPS_DEV(be) ((struct kops_dev *)(be)->ctx)
+
+/* The kernel products only: mv_ for one token, mt_ below mm_min_tok tokens, then mm_ or mt_. */
+int kops_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+                struct porta_view x, int n_tok);
+int kops_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_view x,
+                 struct porta_view w, int n_rows, int n, float eps);
+int kops_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_head,
+              int head_dim, const int32_t *pos, const struct porta_rope_params *p);
+int kops_attention(struct porta_backend *be, struct porta_view out, struct porta_view q,
+                   struct porta_view k, struct porta_view v, const struct porta_attn_params *p);
+int kops_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_view y,
+                 struct porta_view a, struct porta_view b, int64_t n, int64_t nb, float s);
+int kops_embed(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
+               const int32_t *ids, int n_tok);
+int kops_moe_route(struct porta_backend *be, struct porta_view ids, struct porta_view weights,
+                   struct porta_view logits, const struct porta_route_params *p);
+int kops_matmul_experts(struct porta_backend *be, struct porta_view y,
+                        const struct porta_weight *w, struct porta_view x,
+                        const struct porta_experts_params *p);
+int kops_attention_mla(struct porta_backend *be, struct porta_view out, struct porta_view q_lat,
+                       struct porta_view q_rope, struct porta_view kv_lat,
+                       struct porta_view k_rope, const struct porta_attn_params *p);
+/* The vtable's supports: whether the kernels implement op for weight type wt. */
+bool kops_supports(const struct porta_backend *be, enum porta_op op, enum porta_dtype wt);
+
+#endif
