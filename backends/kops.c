@@ -1,5 +1,7 @@
 /* kops.c - each vtable op as launches of the kernels in kernels/cl, for every backend that runs
  * them (see kops.h): argument checks, grids and argument lists in the kernels' order. */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -54,6 +56,32 @@ const char *kops_kernel_name(int slot, char *buf, size_t n)
     else
         snprintf(buf, n, "%s", other[slot - KOPS_RMSNORM]);
     return buf;
+}
+
+int kops_get_kernels(void *ctx, int (*get)(void *ctx, int slot, const char *name))
+{
+    char name[24];
+    for (int i = 0; i < KOPS_N_KERNELS; i++) {
+        int rc = get(ctx, i, kops_kernel_name(i, name, sizeof name));
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int kops_env_int(const char *name, int def)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return def;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < INT_MIN || v > INT_MAX) {
+        porta_warn("%s=%s is not an integer: ignored (using %d)", name, s, def);
+        return def;
+    }
+    return (int)v;
 }
 
 /* ---- building a launch ---- */

@@ -50,6 +50,14 @@ int kops_typed_slot(enum kops_typed kind, enum porta_dtype t);
 /* The kernel function's name of a slot, written to buf. */
 const char *kops_kernel_name(int slot, char *buf, size_t n);
 
+/* Calls get(ctx, slot, name) for every kernel slot, in order; stops at the first error and
+ * returns it (0 when all succeed). How a backend fetches its kernel handles. */
+int kops_get_kernels(void *ctx, int (*get)(void *ctx, int slot, const char *name));
+
+/* A tuning variable's integer value: def when unset or empty; a value that is not a whole
+ * decimal integer in int range is ignored with a warning naming it (def is used). */
+int kops_env_int(const char *name, int def);
+
 /* ---- launches ---- */
 
 enum kops_arg_kind {

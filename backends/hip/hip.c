@@ -193,8 +193,11 @@ static void hip_close(struct porta_backend *be)
     be->ctx = NULL;
 }
 
-static int get_kernel(struct hip_ctx *c, const char *name, struct kern *k)
+/* kops_get_kernels' callback: kernel slot from the loaded code object */
+static int get_kernel(void *ctx, int slot, const char *name)
 {
+    struct hip_ctx *c = ctx;
+    struct kern *k = &c->k[slot];
     snprintf(k->name, sizeof k->name, "%s", name);
     hipError_t e = hip_rt.hipModuleGetFunction(&k->f, c->module, name);
     if (e != hipSuccess) {
@@ -202,23 +205,6 @@ static int get_kernel(struct hip_ctx *c, const char *name, struct kern *k)
         return PORTA_E_DEVICE;
     }
     return 0;
-}
-
-static int get_kernels(struct hip_ctx *c)
-{
-    char name[24];
-    for (int i = 0; i < KOPS_N_KERNELS; i++) {
-        int rc = get_kernel(c, kops_kernel_name(i, name, sizeof name), &c->k[i]);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-static int env_int(const char *name, int def)
-{
-    const char *s = getenv(name);
-    return s && *s ? atoi(s) : def;
 }
 
 /* The OpenCL backend's GPU launch shapes (a wavefront or more per block, neighbouring threads
@@ -234,8 +220,8 @@ static void pick_shapes(struct hip_ctx *c)
         .max_rows = (size_t)c->dev.prop.maxGridSize[1], .mv_rows = MV_ROWS, .mt_tok = MT_TOK,
         .prefill_mm = true, .mm_tr = MM_TR, .mm_tt = MM_TT, .mm_lsz = MM_LSZ, .elt_per = 1,
     };
-    d->mv_lsz = env_int("PORTA_HIP_MV_LSZ", 64);
-    d->mm_min_tok = env_int("PORTA_HIP_MM_MIN_TOK", 16);
+    d->mv_lsz = kops_env_int("PORTA_HIP_MV_LSZ", 64);
+    d->mm_min_tok = kops_env_int("PORTA_HIP_MM_MIN_TOK", 16);
     d->norm_lsz = 256;
     d->att_lsz = 64;
     d->elt_lsz = 64;
@@ -285,7 +271,7 @@ static int hip_open(struct porta_backend *be, const struct porta_backend_cfg *cf
         goto fail;
     }
     porta_info("hip: %s kernels loaded in %.2f s", c->dev.image->name, porta_time_s() - t0);
-    if ((rc = get_kernels(c)))
+    if ((rc = kops_get_kernels(c, get_kernel)))
         goto fail;
     HIP_TRYF(hip_rt.hipStreamCreateWithFlags(&c->stream, hipStreamNonBlocking));
     HIP_TRYF(hip_rt.hipStreamCreateWithFlags(&c->copy, hipStreamNonBlocking));

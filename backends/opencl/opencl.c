@@ -258,32 +258,17 @@ static void cl_close(struct porta_backend *be)
     be->ctx = NULL;
 }
 
-static int make_kernel(struct cl_ctx *c, const char *name, cl_kernel *out)
+/* kops_get_kernels' callback: kernel slot from the built program */
+static int make_kernel(void *ctx, int slot, const char *name)
 {
+    struct cl_ctx *c = ctx;
     cl_int e;
-    *out = clCreateKernel(c->program, name, &e);
+    c->k[slot] = clCreateKernel(c->program, name, &e);
     if (e != CL_SUCCESS) {
         porta_err("opencl: kernel %s: %s", name, cl_errname(e));
         return PORTA_E_DEVICE;
     }
     return 0;
-}
-
-static int make_kernels(struct cl_ctx *c)
-{
-    char name[24];
-    for (int i = 0; i < KOPS_N_KERNELS; i++) {
-        int rc = make_kernel(c, kops_kernel_name(i, name, sizeof name), &c->k[i]);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-static int env_int(const char *name, int def)
-{
-    const char *s = getenv(name);
-    return s && *s ? atoi(s) : def;
 }
 
 /* Launch shapes per device type. CPU devices (PoCL) run a work-group per thread and loop
@@ -321,11 +306,11 @@ static void pick_shapes(struct cl_ctx *c, bool clblast)
     (void)clblast;
 #endif
     c->mm = cpu ? (struct mm_tile){ 64, 16, 8, 16, 1 } : (struct mm_tile){ 64, 32, 4, 4, 0 };
-    d->mv_lsz = env_int("PORTA_OPENCL_MV_LSZ", d->mv_lsz);
-    d->att_lsz = env_int("PORTA_OPENCL_ATT_LSZ", d->att_lsz);
-    d->mm_min_tok = env_int("PORTA_OPENCL_MM_MIN_TOK", d->mm_min_tok);
-    d->mt_tok = env_int("PORTA_OPENCL_MT_TOK", d->mt_tok);
-    d->mv_rows = env_int("PORTA_OPENCL_MV_ROWS", 1);
+    d->mv_lsz = kops_env_int("PORTA_OPENCL_MV_LSZ", d->mv_lsz);
+    d->att_lsz = kops_env_int("PORTA_OPENCL_ATT_LSZ", d->att_lsz);
+    d->mm_min_tok = kops_env_int("PORTA_OPENCL_MM_MIN_TOK", d->mm_min_tok);
+    d->mt_tok = kops_env_int("PORTA_OPENCL_MT_TOK", d->mt_tok);
+    d->mv_rows = kops_env_int("PORTA_OPENCL_MV_ROWS", 1);
     if (d->mt_tok < 1 || d->mt_tok > 16)
         d->mt_tok = cpu ? 16 : 4;
     const char *mm = getenv("PORTA_OPENCL_MM");
@@ -400,7 +385,7 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
                                       0 };
     c->context = clCreateContext(props, 1, &c->dev.device, NULL, NULL, &e);
     CL_TRYF_E(e, "clCreateContext");
-    c->prof = env_int("PORTA_OPENCL_PROFILE", 0) != 0;
+    c->prof = kops_env_int("PORTA_OPENCL_PROFILE", 0) != 0;
     c->queue = clCreateCommandQueue(c->context, c->dev.device,
                                     c->prof ? CL_QUEUE_PROFILING_ENABLE : 0, &e);
     CL_TRYF_E(e, "clCreateCommandQueue");
@@ -431,7 +416,7 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
         goto fail;
     porta_info("opencl: kernels %s in %.2f s", cached ? "loaded from the cache" : "compiled",
                porta_time_s() - t0);
-    if ((rc = make_kernels(c)))
+    if ((rc = kops_get_kernels(c, make_kernel)))
         goto fail;
     c->stage_cap = 1 << 16;
     c->stage_host = malloc(c->stage_cap);

@@ -1,0 +1,262 @@
+/* test_kops.c - backends/kops.c on a recording device: the launches each op plans (kernel,
+ * grid, argument list) for the shapes the OpenCL and HIP backends give it, the grid limits
+ * (rmsnorm in slices), the argument checks, kernel names and the tuning variables. The
+ * kernels themselves run in test_opencl / test_backend_ops (PoCL) and test_hip (a GPU). */
+#include "testutil.h"
+
+#include <stdint.h>
+
+#include "backends/kops.h"
+#include "porta.h"
+#include "quant.h"
+
+/* this suite's own buffers: kops only passes them through */
+struct porta_buf {
+    int id;
+};
+
+#define MAX_LAUNCHES 16
+
+static struct {
+    struct kops_launch l[MAX_LAUNCHES];
+    int n;
+    int fail_at;        /* launch index that returns an error, -1 none */
+    size_t staged;
+} g_rec;
+
+static int rec_launch(void *ctx, const struct kops_launch *l)
+{
+    (void)ctx;
+    ck_assert_int_lt(g_rec.n, MAX_LAUNCHES);
+    if (g_rec.n == g_rec.fail_at)
+        return PORTA_E_DEVICE;
+    g_rec.l[g_rec.n++] = *l;
+    return 0;
+}
+
+static int rec_stage(void *ctx, const void *src, size_t n, uint64_t *off)
+{
+    (void)ctx;
+    (void)src;
+    *off = g_rec.staged;
+    g_rec.staged += (n + 63) / 64 * 64;
+    return 0;
+}
+
+/* a kops device first in the backend context, as KOPS_DEV wants */
+static struct {
+    struct kops_dev d;
+} g_ctx;
+static struct porta_backend g_be;
+
+static void setup(void)
+{
+    memset(&g_rec, 0, sizeof g_rec);
+    g_rec.fail_at = -1;
+    g_ctx.d = (struct kops_dev){
+        .name = "mock", .launch = rec_launch, .stage = rec_stage, .max_lsz = 256,
+        .max_rows = 1000, .mv_lsz = 64, .mv_rows = 1, .mt_tok = 4, .mm_min_tok = 16,
+        .prefill_mm = true, .mm_tr = 64, .mm_tt = 32, .mm_lsz = 128, .norm_lsz = 256,
+        .att_lsz = 64, .elt_lsz = 64, .elt_per = 1,
+    };
+    g_be.ctx = &g_ctx;
+}
+
+static char g_name[32];
+static const char *kname(int slot) { return kops_kernel_name(slot, g_name, sizeof g_name); }
+
+static struct porta_buf B0 = { 0 }, B1 = { 1 }, B2 = { 2 };
+static struct porta_view V(struct porta_buf *b, size_t off) { return (struct porta_view){ b, off }; }
+
+static struct porta_weight weight(enum porta_dtype t, int64_t rows, int64_t cols)
+{
+    size_t rb = porta_row_size(t, cols);
+    return (struct porta_weight){ .type = t, .n_rows = rows, .n_cols = cols, .n_mat = 1,
+                                  .row_bytes = rb, .buf = &B1, .off = 0, .name = "w" };
+}
+
+START_TEST(test_kernel_names)
+{
+    ck_assert_str_eq(kname(kops_typed_slot(KOPS_MV, PORTA_Q4_0)), "mv_q4_0");
+    ck_assert_str_eq(kname(kops_typed_slot(KOPS_ME, PORTA_Q6_K)), "me_q6_k");
+    ck_assert_str_eq(kname(kops_typed_slot(KOPS_DEQ, PORTA_BF16)), "deq_bf16");
+    ck_assert_str_eq(kname(KOPS_RMSNORM), "rmsnorm");
+    ck_assert_str_eq(kname(KOPS_KV_STORE + 1), "kv_f16_store");
+    ck_assert_str_eq(kname(KOPS_MLA_ATTN), "mla_f32_attn");
+    ck_assert_str_eq(kname(KOPS_MOE_ROUTE), "moe_route");
+    ck_assert_int_eq(KOPS_MOE_ROUTE, KOPS_N_KERNELS - 1);
+    ck_assert_int_eq(kops_type_index(PORTA_Q4_K), 10);
+    ck_assert_int_lt(kops_type_index(PORTA_I32), 0);
+    ck_assert_int_eq(kops_type_sub(PORTA_F16), 8);
+    ck_assert_int_eq(kops_type_sub(PORTA_Q5_K), 32);
+    ck_assert(kops_supports(&g_be, PORTA_OP_MATMUL, PORTA_Q8_0));
+    ck_assert(!kops_supports(&g_be, PORTA_OP_MATMUL, PORTA_I32));
+    ck_assert(kops_supports(&g_be, PORTA_OP_ATTENTION_MLA, PORTA_F32));
+}
+END_TEST
+
+/* every slot gets a distinct name, and the fetch stops at the first failure */
+static int g_seen;
+static int fetch(void *ctx, int slot, const char *name)
+{
+    (void)ctx;
+    ck_assert_int_eq(slot, g_seen);
+    ck_assert_int_gt((int)strlen(name), 3);
+    g_seen++;
+    return slot == 20 ? PORTA_E_DEVICE : 0;
+}
+
+START_TEST(test_get_kernels)
+{
+    g_seen = 0;
+    ck_assert_int_eq(kops_get_kernels(NULL, fetch), PORTA_E_DEVICE);
+    ck_assert_int_eq(g_seen, 21);
+}
+END_TEST
+
+START_TEST(test_env_int)
+{
+    unsetenv("PORTA_KOPS_TEST");
+    ck_assert_int_eq(kops_env_int("PORTA_KOPS_TEST", 7), 7);
+    setenv("PORTA_KOPS_TEST", "", 1);
+    ck_assert_int_eq(kops_env_int("PORTA_KOPS_TEST", 7), 7);
+    setenv("PORTA_KOPS_TEST", "-12", 1);
+    ck_assert_int_eq(kops_env_int("PORTA_KOPS_TEST", 7), -12);
+    const char *bad[] = { "12x", "x", "99999999999", "1.5" };
+    for (int i = 0; i < 4; i++) {
+        setenv("PORTA_KOPS_TEST", bad[i], 1);
+        ck_assert_int_eq(kops_env_int("PORTA_KOPS_TEST", 7), 7);
+    }
+    unsetenv("PORTA_KOPS_TEST");
+}
+END_TEST
+
+/* decode, a few tokens and prefill pick mv, mt and mm with their grids */
+START_TEST(test_matmul_plans)
+{
+    struct porta_weight w = weight(PORTA_Q4_0, 100, 64);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 8), &w, V(&B2, 0), 1), 0);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 9), 0);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 40), 0);
+    ck_assert_int_eq(g_rec.n, 3);
+    const struct kops_launch *l = g_rec.l;
+    ck_assert_str_eq(kname(l[0].kernel), "mv_q4_0");
+    ck_assert_uint_eq(l[0].groups[0], 100);            /* a group per row (mv_rows 1) */
+    ck_assert_uint_eq(l[0].groups[1], 1);
+    ck_assert_uint_eq(l[0].lsz, 64);
+    ck_assert_int_eq(l[0].na, 10);
+    ck_assert_ptr_eq(l[0].a[0].v.buf, &B0);
+    ck_assert_uint_eq(l[0].a[1].v.u64, 2);             /* y's byte offset 8 as floats */
+    ck_assert_uint_eq(l[0].a[4].v.u64, w.row_bytes);
+    ck_assert_int_eq(l[0].a[5].v.i32, 100);
+    ck_assert_int_eq(l[0].a[9].v.i32, 1);
+    ck_assert_str_eq(kname(l[1].kernel), "mt_q4_0");
+    ck_assert_uint_eq(l[1].groups[1], 3);              /* 9 tokens, 4 per work-item */
+    ck_assert_str_eq(kname(l[2].kernel), "mm_q4_0");
+    ck_assert_uint_eq(l[2].groups[0], 2);              /* 100 rows in tiles of 64 */
+    ck_assert_uint_eq(l[2].groups[1], 2);              /* 40 tokens in tiles of 32 */
+    ck_assert_uint_eq(l[2].lsz, 128);
+    /* CPU devices prefill with mt_ at any length */
+    g_ctx.d.prefill_mm = false;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 40), 0);
+    ck_assert_str_eq(kname(g_rec.l[3].kernel), "mt_q4_0");
+    ck_assert_uint_eq(g_rec.l[3].groups[1], 10);
+}
+END_TEST
+
+/* bad views and weights are errors with nothing launched */
+START_TEST(test_checks)
+{
+    struct porta_weight w = weight(PORTA_Q4_0, 10, 64);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 2), &w, V(&B2, 0), 1), PORTA_E_INVAL);
+    w.off = 1;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), PORTA_E_INVAL);
+    w = weight(PORTA_I32, 10, 64);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), PORTA_E_UNSUPPORTED);
+    w = weight(PORTA_F16, (int64_t)INT32_MAX + 1, 64);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), PORTA_E_UNSUPPORTED);
+    w = weight(PORTA_F16, 10, 64);
+    int32_t ids[2] = { 3, 10 };
+    ck_assert_int_eq(kops_embed(&g_be, V(&B0, 0), &w, ids, 2), PORTA_E_RANGE);
+    ck_assert_int_eq(kops_eltwise(&g_be, PORTA_ELT_ADD, V(&B0, 0), V(&B1, 0), V(&B2, 3), 8, 8,
+                                  1.0f), PORTA_E_INVAL);
+    struct porta_route_params rp = { .n_tok = 1, .n_expert = 4096, .k = 2 };
+    ck_assert_int_eq(kops_moe_route(&g_be, V(&B0, 0), V(&B1, 0), V(&B2, 0), &rp),
+                     PORTA_E_UNSUPPORTED);
+    ck_assert_int_eq(g_rec.n, 0);
+}
+END_TEST
+
+/* rows beyond the device's grid limit go in slices, each at its own offset */
+START_TEST(test_rmsnorm_slices)
+{
+    g_ctx.d.max_rows = 300;
+    ck_assert_int_eq(kops_rmsnorm(&g_be, V(&B0, 0), V(&B1, 40), V(NULL, 0), 700, 16, 1e-5f), 0);
+    ck_assert_int_eq(g_rec.n, 3);
+    const size_t rows[3] = { 300, 300, 100 };
+    for (int i = 0; i < 3; i++) {
+        const struct kops_launch *l = &g_rec.l[i];
+        ck_assert_str_eq(kname(l->kernel), "rmsnorm");
+        ck_assert_uint_eq(l->groups[0], 1);
+        ck_assert_uint_eq(l->groups[1], rows[i]);
+        ck_assert_uint_eq(l->a[1].v.u64, (uint64_t)i * 300 * 16);          /* y */
+        ck_assert_uint_eq(l->a[3].v.u64, 10 + (uint64_t)i * 300 * 16);     /* x */
+        ck_assert_ptr_eq(l->a[4].v.buf, &B1);       /* no weight: x stands in, unread */
+        ck_assert_int_eq(l->a[6].v.i32, 0);
+    }
+    /* a failing launch ends the op with its error */
+    memset(&g_rec, 0, sizeof g_rec);
+    g_rec.fail_at = 1;
+    ck_assert_int_eq(kops_rmsnorm(&g_be, V(&B0, 0), V(&B1, 0), V(NULL, 0), 700, 16, 1e-5f),
+                     PORTA_E_DEVICE);
+    ck_assert_int_eq(g_rec.n, 1);
+}
+END_TEST
+
+/* attention: a store then an attend launch, positions staged once for both; the work-group
+ * grows to cover the value head dim, and dims past the kernel are refused */
+START_TEST(test_attention_plan)
+{
+    int32_t pos[3] = { 0, 1, 2 }, seq[3] = { 0, 0, 1 };
+    struct porta_attn_params p = { .n_tok = 3, .n_head = 8, .n_head_kv = 2, .head_dim_k = 128,
+                                   .head_dim_v = 2048, .n_ctx = 64, .pos = pos, .seq = seq,
+                                   .kv_type = PORTA_F16, .k_cache = V(&B1, 0),
+                                   .v_cache = V(&B2, 0), .scale = 0.125f };
+    ck_assert_int_eq(kops_attention(&g_be, V(&B0, 0), V(&B0, 0), V(&B0, 0), V(&B0, 0), &p), 0);
+    ck_assert_int_eq(g_rec.n, 2);
+    const struct kops_launch *s = &g_rec.l[0], *a = &g_rec.l[1];
+    ck_assert_str_eq(kname(s->kernel), "kv_f16_store");
+    ck_assert(s->any_lsz);
+    ck_assert_uint_eq(s->groups[0] * s->lsz, 2 * 2048 + 0);    /* n_kv x the wider head */
+    ck_assert_uint_eq(s->groups[1], 3);
+    ck_assert_str_eq(kname(a->kernel), "kv_f16_attn");
+    ck_assert_uint_eq(a->groups[0], 8);
+    ck_assert_uint_eq(a->lsz, 128);                    /* 2048 / 16 dims per work-item */
+    ck_assert_int_eq(a->a[8].kind, KOPS_STAGE);        /* positions */
+    ck_assert_int_eq(a->a[10].kind, KOPS_STAGE);       /* sequence ids */
+    ck_assert_uint_ne(a->a[9].v.u64, a->a[11].v.u64);
+    ck_assert_int_eq(a->a[12].v.i32, 1);               /* has_seq */
+    ck_assert_float_eq(a->a[a->na - 1].v.f32, 0.125f);
+    p.head_dim_v = 8192;
+    ck_assert_int_eq(kops_attention(&g_be, V(&B0, 0), V(&B0, 0), V(&B0, 0), V(&B0, 0), &p),
+                     PORTA_E_UNSUPPORTED);
+    ck_assert_int_eq(g_rec.n, 2);
+}
+END_TEST
+
+int main(void)
+{
+    porta_log_set_level(PORTA_LOG_ERROR);
+    Suite *s = suite_create("kops");
+    TCase *tc = tcase_create("kops");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, test_kernel_names);
+    tcase_add_test(tc, test_get_kernels);
+    tcase_add_test(tc, test_env_int);
+    tcase_add_test(tc, test_matmul_plans);
+    tcase_add_test(tc, test_checks);
+    tcase_add_test(tc, test_rmsnorm_slices);
+    tcase_add_test(tc, test_attention_plan);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
