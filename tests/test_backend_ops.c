@@ -188,6 +188,10 @@ START_TEST(test_matmul)
         run_matmul(be, targets[_i].label, t, 67, c2, 1);
         run_matmul(be, targets[_i].label, t, 19, c2, 7);
         run_matmul(be, targets[_i].label, t, 130, c1, 33);
+        /* the token remainders of the tiled kernels: 2 alone, and 14 = 8 + 4 + 2 (AVX2 Q8_0
+         * takes 8 tokens a pass, the others 4) */
+        run_matmul(be, targets[_i].label, t, 37, c1, 2);
+        run_matmul(be, targets[_i].label, t, 21, c2, 14);
     }
     porta_backend_close(be);
 }
