@@ -1314,7 +1314,10 @@ DECODE_KERNEL void tile_q4_K_dec(int nb, const uint8_t *w, const uint8_t *act, f
 #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
                 prefetch_line(q + 64 * c);
-                const __m256i v0 = loadu(q + 64 * c), v1 = loadu(q + 64 * c + 32);
+                /* one load per half: left free, gcc folded each load into both the and and
+                 * the shift's operand, reading every line twice (measured with 2 threads on
+                 * 2 cores: gate/up 27.5 -> 31 GB/s, decode 85% -> 90% of memory bandwidth) */
+                const __m256i v0 = chain(loadu(q + 64 * c)), v1 = chain(loadu(q + 64 * c + 32));
                 const __m256i ylo = bcast4(yq + 4 * c), yhi = bcast4(yq + 32 + 4 * c);
                 const __m256i pl0 = _mm256_maddubs_epi16(_mm256_and_si256(v0, m4), ylo);
                 const __m256i ph0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), yhi);
@@ -1461,36 +1464,45 @@ DECODE_KERNEL void tile_q6_K_dec(int nb, const uint8_t *w, const uint8_t *act, f
         for (int un = 0; un < 8; un++) {
             const uint8_t *unit = blk + 288 + 384 * un;
             const int8_t *yq = a->qs + 32 * un;
-#pragma GCC unroll 6
-            for (int off = 0; off < 384; off += 64)
-                prefetch_line(unit + off);
 #pragma GCC unroll 2
-            for (int part = 0; part < 2; part++) {  /* low nibbles + h0, high nibbles + h1 */
-                __m256i p[2][2];
-#pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) {
-                    const __m256i yv = bcast4(yq + 16 * part + 4 * c);
+            for (int cp = 0; cp < 2; cp++) {    /* steps 2cp, 2cp + 1 of both parts: part 0
+                                                 * is the low nibbles + h0, part 1 the high
+                                                 * nibbles + h1 */
+                __m256i p[2][2];                /* [part][h] */
+#pragma GCC unroll 2
+                for (int c = 2 * cp; c < 2 * cp + 2; c++) {
                     const int sh = 4 - 2 * c;   /* step c: bits 2c, 2c+1 of the chunk -> 4, 5 */
 #pragma GCC unroll 2
                     for (int h = 0; h < 2; h++) {
-                        const __m256i v = loadu(unit + 128 + 64 * c + 32 * h);
-                        const __m256i hb = loadu(unit + 64 * part + 32 * h);
-                        const __m256i bits = sh > 0 ? _mm256_slli_epi16(hb, sh) :
-                                             sh == 0 ? hb : _mm256_srli_epi16(hb, -sh);
-                        const __m256i nib = part ? _mm256_srli_epi16(v, 4) : v;
-                        const __m256i u = _mm256_or_si256(_mm256_and_si256(nib, m4),
-                                                          _mm256_and_si256(bits, m30));
-                        const __m256i pm = _mm256_maddubs_epi16(u, yv);
-                        /* steps c and c + 1 share a sub-block's int16 sum (see blk_q6_K_half) */
-                        p[h][c / 2] = chain(c % 2 ? _mm256_add_epi16(p[h][c / 2], pm) : pm);
+                        if (h == 0) {   /* the unit's 6 lines, spread over its steps */
+                            prefetch_line(unit + 64 * c);
+                            if (c >= 2)
+                                prefetch_line(unit + 64 * c + 128);
+                        }
+                        /* one load of each half, shared by both parts (see tile_q4_K_dec) */
+                        const __m256i v = chain(loadu(unit + 128 + 64 * c + 32 * h));
+#pragma GCC unroll 2
+                        for (int part = 0; part < 2; part++) {
+                            const __m256i yv = bcast4(yq + 16 * part + 4 * c);
+                            const __m256i hb = loadu(unit + 64 * part + 32 * h);
+                            const __m256i bits = sh > 0 ? _mm256_slli_epi16(hb, sh) :
+                                                 sh == 0 ? hb : _mm256_srli_epi16(hb, -sh);
+                            const __m256i nib = part ? _mm256_srli_epi16(v, 4) : v;
+                            const __m256i u = _mm256_or_si256(_mm256_and_si256(nib, m4),
+                                                              _mm256_and_si256(bits, m30));
+                            const __m256i pm = _mm256_maddubs_epi16(u, yv);
+                            /* steps c and c + 1 share a sub-block's int16 sum (see
+                             * blk_q6_K_half) */
+                            p[part][h] = chain(c % 2 ? _mm256_add_epi16(p[part][h], pm) : pm);
+                        }
                     }
                 }
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
                     const __m256i x = loadu(blk + 32 + 64 * (un / 2) + 32 * h);
-                    const __m256i sc = pair_i8(x, 2 * (un % 2) + part);
-                    isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(_mm256_madd_epi16(p[h][0], sc),
-                                                                         _mm256_madd_epi16(p[h][1], sc)));
+                    isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(
+                        _mm256_madd_epi16(p[0][h], pair_i8(x, 2 * (un % 2))),
+                        _mm256_madd_epi16(p[1][h], pair_i8(x, 2 * (un % 2) + 1))));
                 }
             }
         }
