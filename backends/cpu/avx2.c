@@ -1034,7 +1034,8 @@ ALWAYS void tile32_dec(int type, int NT, int nb, const uint8_t *w, const uint8_t
         __m256i s16[2][2];
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
-            const __m256i v0 = loadu(q + 64 * c), v1 = loadu(q + 64 * c + 32);
+            /* one load per half-line (chain: gcc would fold it into both nibble ops) */
+            const __m256i v0 = chain(loadu(q + 64 * c)), v1 = chain(loadu(q + 64 * c + 32));
             const __m256i l0 = _mm256_and_si256(v0, m4), l1 = _mm256_and_si256(v1, m4);
             const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
             const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
