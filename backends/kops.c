@@ -273,11 +273,16 @@ static int att_lsz_for(const struct kops_dev *d, int dk, int dv)
     return lsz;
 }
 
-/* An attention call's positions (and sequence ids when it has them) staged as int32 arrays;
- * *po and *so receive their element offsets (*so 0 without seq). */
-static int stage_pos_seq(struct kops_dev *d, const struct porta_attn_params *p, uint64_t *po,
-                         uint64_t *so)
+/* What both attention ops need before their launches: the attend work-group size for the head
+ * dims (*lsz) and the call's positions (and sequence ids when it has them) staged as int32
+ * arrays at element offsets *po and *so (*so 0 without seq). PORTA_E_UNSUPPORTED (logged) for
+ * head dims past the kernel. */
+static int attn_prep(struct kops_dev *d, const struct porta_attn_params *p, int *lsz,
+                     uint64_t *po, uint64_t *so)
 {
+    *lsz = att_lsz_for(d, p->head_dim_k, p->head_dim_v);
+    if (*lsz < 0)
+        return PORTA_E_UNSUPPORTED;
     int rc = stage_elems(d, p->pos, (size_t)p->n_tok, sizeof(int32_t), po);
     *so = 0;
     if (!rc && p->seq)
@@ -308,10 +313,8 @@ int kops_attention(struct porta_backend *be, struct porta_view out, struct porta
         !kops_elem_off(d, p->k_cache, (size_t)es, "attention k_cache", &kco) ||
         !kops_elem_off(d, p->v_cache, (size_t)es, "attention v_cache", &vco))
         return PORTA_E_INVAL;
-    int lsz = att_lsz_for(d, p->head_dim_k, p->head_dim_v);
-    if (lsz < 0)
-        return PORTA_E_UNSUPPORTED;
-    if ((rc = stage_pos_seq(d, p, &po, &so)))
+    int lsz;
+    if ((rc = attn_prep(d, p, &lsz, &po, &so)))
         return rc;
     int dk = p->head_dim_k, dv = p->head_dim_v, nkv = p->n_head_kv;
     size_t wide = (size_t)nkv * (size_t)(dk > dv ? dk : dv);
@@ -489,10 +492,8 @@ int kops_attention_mla(struct porta_backend *be, struct porta_view out, struct p
         !kops_elem_off(d, k_rope, 4, "attention_mla k_rope", &kro) ||
         !kops_elem_off(d, p->k_cache, (size_t)es, "attention_mla cache", &kco))
         return PORTA_E_INVAL;
-    int lsz = att_lsz_for(d, p->head_dim_k, p->head_dim_v);
-    if (lsz < 0)
-        return PORTA_E_UNSUPPORTED;
-    if ((rc = stage_pos_seq(d, p, &po, &so)))
+    int lsz;
+    if ((rc = attn_prep(d, p, &lsz, &po, &so)))
         return rc;
     int lat = p->head_dim_v, dk = p->head_dim_k;
     struct kops_launch s = plan(KOPS_MLA_STORE + f16, 2, ceil_div((size_t)dk, STORE_LSZ),

@@ -154,4 +154,12 @@ int kops_attention_mla(struct porta_backend *be, struct porta_view out, struct p
 /* The vtable's supports: whether the kernels implement op for weight type wt. */
 bool kops_supports(const struct porta_backend *be, enum porta_op op, enum porta_dtype wt);
 
+/* The vtable entries that kops serves, for a backend's struct porta_backend_ops initializer
+ * (matmul stays the backend's: it may route prefill elsewhere, as OpenCL does to CLBlast). */
+#define KOPS_VTABLE_OPS                                                                        \
+    .supports = kops_supports, .rmsnorm = kops_rmsnorm, .rope = kops_rope,                     \
+    .attention = kops_attention, .eltwise = kops_eltwise, .embed = kops_embed,                 \
+    .moe_route = kops_moe_route, .matmul_experts = kops_matmul_experts,                        \
+    .attention_mla = kops_attention_mla
+
 #endif
