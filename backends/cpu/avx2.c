@@ -842,7 +842,7 @@ ALWAYS void unpack_nib(int type, const uint8_t *blk, int h, __m256i u[8])
     const uint8_t *q = blk + (type == PORTA_Q4_0 ? 32 : type == PORTA_Q4_1 ? 64 : 96) + 32 * h;
 #pragma GCC unroll 4
     for (int c = 0; c < 4; c++) {
-        __m256i v = loadu(q + 64 * c);
+        __m256i v = chain(loadu(q + 64 * c));   /* once, not folded into both (see chain) */
         u[c] = _mm256_and_si256(v, m4);
         u[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
