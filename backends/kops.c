@@ -95,36 +95,6 @@ static struct kops_launch plan(int kernel, int dims, size_t g0, size_t g1, size_
     return l;
 }
 
-static void arg(struct kops_launch *l, struct kops_arg a) { l->a[l->na++] = a; }
-static void a_buf(struct kops_launch *l, const struct porta_buf *b)
-{
-    arg(l, (struct kops_arg){ .kind = KOPS_BUF, .v.buf = b });
-}
-static void a_stage(struct kops_launch *l) { arg(l, (struct kops_arg){ .kind = KOPS_STAGE }); }
-static void a_u64(struct kops_launch *l, uint64_t v)
-{
-    arg(l, (struct kops_arg){ .kind = KOPS_U64, .v.u64 = v });
-}
-static void a_i32(struct kops_launch *l, int32_t v)
-{
-    arg(l, (struct kops_arg){ .kind = KOPS_I32, .v.i32 = v });
-}
-static void a_f32(struct kops_launch *l, float v)
-{
-    arg(l, (struct kops_arg){ .kind = KOPS_F32, .v.f32 = v });
-}
-/* a buffer and an element offset: how every kernel takes its arrays */
-static void a_at(struct kops_launch *l, const struct porta_buf *b, uint64_t off)
-{
-    a_buf(l, b);
-    a_u64(l, off);
-}
-static void a_stage_at(struct kops_launch *l, uint64_t off)
-{
-    a_stage(l);
-    a_u64(l, off);
-}
-
 /* ---- argument checks ---- */
 
 bool kops_elem_off(const struct kops_dev *d, struct porta_view v, size_t es, const char *what,
@@ -143,9 +113,14 @@ int kops_weight_off(const struct kops_dev *d, const struct porta_weight *w, uint
     size_t align = w->type == PORTA_F32 ? 4 : 2;
     if (kops_type_index(w->type) < 0)
         return PORTA_E_UNSUPPORTED;
-    if (w->off % align || (w->n_mat > 1 && porta_weight_mat_stride(w) % align)) {
+    if (w->off % align) {
         porta_err("%s: weight '%s' starts at byte %zu, not a multiple of %zu", d->name,
                   w->name ? w->name : "?", w->off, align);
+        return PORTA_E_INVAL;
+    }
+    if (w->n_mat > 1 && porta_weight_mat_stride(w) % align) {
+        porta_err("%s: weight '%s': its matrices are %zu bytes apart, not a multiple of %zu",
+                  d->name, w->name ? w->name : "?", porta_weight_mat_stride(w), align);
         return PORTA_E_INVAL;
     }
     if (w->n_rows > INT32_MAX || w->n_cols > INT32_MAX / 2 || w->n_mat > INT32_MAX) {
@@ -188,13 +163,13 @@ int kops_matmul(struct porta_backend *be, struct porta_view y, const struct port
     else
         l = plan(kops_typed_slot(KOPS_MM, w->type), 2, ceil_div(rows, (size_t)d->mm_tr),
                  ceil_div((size_t)n_tok, (size_t)d->mm_tt), 1, (size_t)d->mm_lsz);
-    a_at(&l, y.buf, yo);
-    a_at(&l, w->buf, wo);
-    a_u64(&l, w->row_bytes);
-    a_i32(&l, (int32_t)w->n_rows);
-    a_i32(&l, (int32_t)w->n_cols);
-    a_at(&l, x.buf, xo);
-    a_i32(&l, n_tok);
+    kops_a_at(&l, y.buf, yo);
+    kops_a_at(&l, w->buf, wo);
+    kops_a_u64(&l, w->row_bytes);
+    kops_a_i32(&l, (int32_t)w->n_rows);
+    kops_a_i32(&l, (int32_t)w->n_cols);
+    kops_a_at(&l, x.buf, xo);
+    kops_a_i32(&l, n_tok);
     return d->launch(d->ctx, &l);
 }
 
@@ -212,12 +187,12 @@ int kops_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_vie
     for (size_t r0 = 0; r0 < (size_t)n_rows; r0 += d->max_rows) {
         size_t rows = (size_t)n_rows - r0 < d->max_rows ? (size_t)n_rows - r0 : d->max_rows;
         struct kops_launch l = plan(KOPS_RMSNORM, 2, 1, rows, 1, (size_t)d->norm_lsz);
-        a_at(&l, y.buf, yo + (uint64_t)r0 * (uint64_t)n);
-        a_at(&l, x.buf, xo + (uint64_t)r0 * (uint64_t)n);
-        a_at(&l, w.buf ? w.buf : x.buf, wo);
-        a_i32(&l, w.buf != NULL);
-        a_i32(&l, n);
-        a_f32(&l, eps);
+        kops_a_at(&l, y.buf, yo + (uint64_t)r0 * (uint64_t)n);
+        kops_a_at(&l, x.buf, xo + (uint64_t)r0 * (uint64_t)n);
+        kops_a_at(&l, w.buf ? w.buf : x.buf, wo);
+        kops_a_i32(&l, w.buf != NULL);
+        kops_a_i32(&l, n);
+        kops_a_f32(&l, eps);
         int rc = d->launch(d->ctx, &l);
         if (rc)
             return rc;
@@ -246,15 +221,15 @@ int kops_rope(struct porta_backend *be, struct porta_view x, int n_tok, int n_he
     size_t l0 = half < d->elt_lsz ? (size_t)half : (size_t)d->elt_lsz;
     struct kops_launch l = plan(KOPS_ROPE, 3, ceil_div((size_t)half, l0 ? l0 : 1),
                                 d->rope_all_heads ? 1 : (size_t)n_head, (size_t)n_tok, l0);
-    a_at(&l, x.buf, xo);
-    a_i32(&l, n_head);
-    a_i32(&l, head_dim);
-    a_i32(&l, p->n_rot);
-    a_i32(&l, p->style == PORTA_ROPE_NEOX);
-    a_stage_at(&l, po);
-    a_stage_at(&l, to);
-    a_f32(&l, p->freq_scale);
-    a_f32(&l, porta_rope_mscale(p));
+    kops_a_at(&l, x.buf, xo);
+    kops_a_i32(&l, n_head);
+    kops_a_i32(&l, head_dim);
+    kops_a_i32(&l, p->n_rot);
+    kops_a_i32(&l, p->style == PORTA_ROPE_NEOX);
+    kops_a_stage_at(&l, po);
+    kops_a_stage_at(&l, to);
+    kops_a_f32(&l, p->freq_scale);
+    kops_a_f32(&l, porta_rope_mscale(p));
     return d->launch(d->ctx, &l);
 }
 
@@ -295,9 +270,9 @@ static int attn_prep(struct kops_dev *d, const struct porta_attn_params *p, int 
 static void a_pos_seq(struct kops_launch *l, const struct porta_attn_params *p, uint64_t po,
                       uint64_t so)
 {
-    a_stage_at(l, po);
-    a_stage_at(l, so);
-    a_i32(l, p->seq != NULL);
+    kops_a_stage_at(l, po);
+    kops_a_stage_at(l, so);
+    kops_a_i32(l, p->seq != NULL);
 }
 
 int kops_attention(struct porta_backend *be, struct porta_view out, struct porta_view q,
@@ -321,30 +296,30 @@ int kops_attention(struct porta_backend *be, struct porta_view out, struct porta
     struct kops_launch s = plan(KOPS_KV_STORE + f16, 2, ceil_div(wide, STORE_LSZ),
                                 (size_t)p->n_tok, 1, STORE_LSZ);
     s.any_lsz = true;
-    a_at(&s, p->k_cache.buf, kco);
-    a_at(&s, p->v_cache.buf, vco);
-    a_at(&s, k.buf, ko);
-    a_at(&s, v.buf, vo);
+    kops_a_at(&s, p->k_cache.buf, kco);
+    kops_a_at(&s, p->v_cache.buf, vco);
+    kops_a_at(&s, k.buf, ko);
+    kops_a_at(&s, v.buf, vo);
     a_pos_seq(&s, p, po, so);
-    a_i32(&s, nkv);
-    a_i32(&s, dk);
-    a_i32(&s, dv);
-    a_i32(&s, p->n_ctx);
+    kops_a_i32(&s, nkv);
+    kops_a_i32(&s, dk);
+    kops_a_i32(&s, dv);
+    kops_a_i32(&s, p->n_ctx);
     if ((rc = d->launch(d->ctx, &s)))
         return rc;
     struct kops_launch a = plan(KOPS_KV_ATTN + f16, 2, (size_t)p->n_head, (size_t)p->n_tok, 1,
                                 (size_t)lsz);
-    a_at(&a, out.buf, oo);
-    a_at(&a, q.buf, qo);
-    a_at(&a, p->k_cache.buf, kco);
-    a_at(&a, p->v_cache.buf, vco);
+    kops_a_at(&a, out.buf, oo);
+    kops_a_at(&a, q.buf, qo);
+    kops_a_at(&a, p->k_cache.buf, kco);
+    kops_a_at(&a, p->v_cache.buf, vco);
     a_pos_seq(&a, p, po, so);
-    a_i32(&a, p->n_head);
-    a_i32(&a, nkv);
-    a_i32(&a, dk);
-    a_i32(&a, dv);
-    a_i32(&a, p->n_ctx);
-    a_f32(&a, p->scale);
+    kops_a_i32(&a, p->n_head);
+    kops_a_i32(&a, nkv);
+    kops_a_i32(&a, dk);
+    kops_a_i32(&a, dv);
+    kops_a_i32(&a, p->n_ctx);
+    kops_a_f32(&a, p->scale);
     return d->launch(d->ctx, &a);
 }
 
@@ -366,13 +341,13 @@ int kops_eltwise(struct porta_backend *be, enum porta_elt op, struct porta_view 
     size_t items = ceil_div((size_t)n, (size_t)d->elt_per);
     struct kops_launch l = plan(KOPS_ELTWISE, 1, ceil_div(items, (size_t)d->elt_lsz), 1, 1,
                                 (size_t)d->elt_lsz);
-    a_i32(&l, (int32_t)op);
-    a_at(&l, y.buf, yo);
-    a_at(&l, a.buf, ao);
-    a_at(&l, binary ? b.buf : a.buf, bo);
-    a_i32(&l, (int32_t)n);
-    a_i32(&l, binary ? (int32_t)nb : 1);
-    a_f32(&l, s);
+    kops_a_i32(&l, (int32_t)op);
+    kops_a_at(&l, y.buf, yo);
+    kops_a_at(&l, a.buf, ao);
+    kops_a_at(&l, binary ? b.buf : a.buf, bo);
+    kops_a_i32(&l, (int32_t)n);
+    kops_a_i32(&l, binary ? (int32_t)nb : 1);
+    kops_a_f32(&l, s);
     return d->launch(d->ctx, &l);
 }
 
@@ -397,11 +372,11 @@ int kops_embed(struct porta_backend *be, struct porta_view y, const struct porta
     struct kops_launch l = plan(kops_typed_slot(KOPS_EMB, w->type), 2,
                                 ceil_div(units + 1, (size_t)d->elt_lsz), (size_t)n_tok, 1,
                                 (size_t)d->elt_lsz);
-    a_at(&l, y.buf, yo);
-    a_at(&l, w->buf, wo);
-    a_u64(&l, w->row_bytes);
-    a_i32(&l, (int32_t)w->n_cols);
-    a_stage_at(&l, io);
+    kops_a_at(&l, y.buf, yo);
+    kops_a_at(&l, w->buf, wo);
+    kops_a_u64(&l, w->row_bytes);
+    kops_a_i32(&l, (int32_t)w->n_cols);
+    kops_a_stage_at(&l, io);
     return d->launch(d->ctx, &l);
 }
 
@@ -424,19 +399,19 @@ int kops_moe_route(struct porta_backend *be, struct porta_view ids, struct porta
     }
     struct kops_launch l = plan(KOPS_MOE_ROUTE, 1, ceil_div((size_t)p->n_tok, (size_t)d->elt_lsz),
                                 1, 1, (size_t)d->elt_lsz);
-    a_at(&l, ids.buf, io);
-    a_at(&l, weights.buf, wo);
-    a_at(&l, logits.buf, lo);
-    a_at(&l, p->bias.buf ? p->bias.buf : logits.buf, bo);
-    a_i32(&l, p->bias.buf != NULL);
-    a_i32(&l, p->n_tok);
-    a_i32(&l, p->n_expert);
-    a_i32(&l, p->k);
-    a_i32(&l, p->gating == PORTA_GATING_SOFTMAX);
-    a_i32(&l, p->norm);
-    a_f32(&l, p->scale);
-    a_i32(&l, p->n_group);
-    a_i32(&l, p->topk_group);
+    kops_a_at(&l, ids.buf, io);
+    kops_a_at(&l, weights.buf, wo);
+    kops_a_at(&l, logits.buf, lo);
+    kops_a_at(&l, p->bias.buf ? p->bias.buf : logits.buf, bo);
+    kops_a_i32(&l, p->bias.buf != NULL);
+    kops_a_i32(&l, p->n_tok);
+    kops_a_i32(&l, p->n_expert);
+    kops_a_i32(&l, p->k);
+    kops_a_i32(&l, p->gating == PORTA_GATING_SOFTMAX);
+    kops_a_i32(&l, p->norm);
+    kops_a_f32(&l, p->scale);
+    kops_a_i32(&l, p->n_group);
+    kops_a_i32(&l, p->topk_group);
     return d->launch(d->ctx, &l);
 }
 
@@ -459,20 +434,20 @@ int kops_matmul_experts(struct porta_backend *be, struct porta_view y, const str
     struct kops_launch l = plan(kops_typed_slot(KOPS_ME, w->type), 2,
                                 ceil_div((size_t)w->n_rows, (size_t)d->mv_rows),
                                 (size_t)p->n_tok, 1, (size_t)d->mv_lsz);
-    a_at(&l, y.buf, yo);
-    a_at(&l, w->buf, wo);
-    a_u64(&l, w->row_bytes);
-    a_u64(&l, porta_weight_mat_stride(w));
-    a_i32(&l, (int32_t)w->n_mat);
-    a_i32(&l, (int32_t)w->n_rows);
-    a_i32(&l, (int32_t)w->n_cols);
-    a_at(&l, x.buf, xo);
-    a_i32(&l, p->x_per_slot);
-    a_at(&l, p->ids.buf ? p->ids.buf : x.buf, io);
-    a_i32(&l, p->ids.buf != NULL);
-    a_at(&l, p->weights.buf ? p->weights.buf : x.buf, so);
-    a_i32(&l, p->weights.buf != NULL);
-    a_i32(&l, p->k);
+    kops_a_at(&l, y.buf, yo);
+    kops_a_at(&l, w->buf, wo);
+    kops_a_u64(&l, w->row_bytes);
+    kops_a_u64(&l, porta_weight_mat_stride(w));
+    kops_a_i32(&l, (int32_t)w->n_mat);
+    kops_a_i32(&l, (int32_t)w->n_rows);
+    kops_a_i32(&l, (int32_t)w->n_cols);
+    kops_a_at(&l, x.buf, xo);
+    kops_a_i32(&l, p->x_per_slot);
+    kops_a_at(&l, p->ids.buf ? p->ids.buf : x.buf, io);
+    kops_a_i32(&l, p->ids.buf != NULL);
+    kops_a_at(&l, p->weights.buf ? p->weights.buf : x.buf, so);
+    kops_a_i32(&l, p->weights.buf != NULL);
+    kops_a_i32(&l, p->k);
     return d->launch(d->ctx, &l);
 }
 
@@ -499,27 +474,27 @@ int kops_attention_mla(struct porta_backend *be, struct porta_view out, struct p
     struct kops_launch s = plan(KOPS_MLA_STORE + f16, 2, ceil_div((size_t)dk, STORE_LSZ),
                                 (size_t)p->n_tok, 1, STORE_LSZ);
     s.any_lsz = true;
-    a_at(&s, p->k_cache.buf, kco);
-    a_at(&s, kv_lat.buf, klo);
-    a_at(&s, k_rope.buf, kro);
+    kops_a_at(&s, p->k_cache.buf, kco);
+    kops_a_at(&s, kv_lat.buf, klo);
+    kops_a_at(&s, k_rope.buf, kro);
     a_pos_seq(&s, p, po, so);
-    a_i32(&s, lat);
-    a_i32(&s, dk);
-    a_i32(&s, p->n_ctx);
+    kops_a_i32(&s, lat);
+    kops_a_i32(&s, dk);
+    kops_a_i32(&s, p->n_ctx);
     if ((rc = d->launch(d->ctx, &s)))
         return rc;
     struct kops_launch a = plan(KOPS_MLA_ATTN + f16, 2, (size_t)p->n_head, (size_t)p->n_tok, 1,
                                 (size_t)lsz);
-    a_at(&a, out.buf, oo);
-    a_at(&a, q_lat.buf, qlo);
-    a_at(&a, q_rope.buf, qro);
-    a_at(&a, p->k_cache.buf, kco);
+    kops_a_at(&a, out.buf, oo);
+    kops_a_at(&a, q_lat.buf, qlo);
+    kops_a_at(&a, q_rope.buf, qro);
+    kops_a_at(&a, p->k_cache.buf, kco);
     a_pos_seq(&a, p, po, so);
-    a_i32(&a, p->n_head);
-    a_i32(&a, lat);
-    a_i32(&a, dk);
-    a_i32(&a, p->n_ctx);
-    a_f32(&a, p->scale);
+    kops_a_i32(&a, p->n_head);
+    kops_a_i32(&a, lat);
+    kops_a_i32(&a, dk);
+    kops_a_i32(&a, p->n_ctx);
+    kops_a_f32(&a, p->scale);
     return d->launch(d->ctx, &a);
 }
 

@@ -93,6 +93,36 @@ struct kops_launch {
     struct kops_arg a[KOPS_MAX_ARGS];
 };
 
+/* Appending a launch's arguments in the kernel's order (at most KOPS_MAX_ARGS). */
+static inline void kops_a_buf(struct kops_launch *l, const struct porta_buf *b)
+{
+    l->a[l->na++] = (struct kops_arg){ .kind = KOPS_BUF, .v.buf = b };
+}
+static inline void kops_a_u64(struct kops_launch *l, uint64_t v)
+{
+    l->a[l->na++] = (struct kops_arg){ .kind = KOPS_U64, .v.u64 = v };
+}
+static inline void kops_a_i32(struct kops_launch *l, int32_t v)
+{
+    l->a[l->na++] = (struct kops_arg){ .kind = KOPS_I32, .v.i32 = v };
+}
+static inline void kops_a_f32(struct kops_launch *l, float v)
+{
+    l->a[l->na++] = (struct kops_arg){ .kind = KOPS_F32, .v.f32 = v };
+}
+/* a buffer and an element offset: how every kernel takes its arrays */
+static inline void kops_a_at(struct kops_launch *l, const struct porta_buf *b, uint64_t off)
+{
+    kops_a_buf(l, b);
+    kops_a_u64(l, off);
+}
+/* the staging buffer (kops_dev.stage) and an element offset in it */
+static inline void kops_a_stage_at(struct kops_launch *l, uint64_t off)
+{
+    l->a[l->na++] = (struct kops_arg){ .kind = KOPS_STAGE };
+    kops_a_u64(l, off);
+}
+
 /* What a device backend supplies. The shapes must match the kernels as the backend compiled
  * them (matvec.cl's MV_ROWS, MT_TOK, matmul.cl's tile, eltwise.cl's ELT_PER, rope.cl's
  * ROPE_ALL_HEADS). */

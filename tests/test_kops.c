@@ -171,6 +171,11 @@ START_TEST(test_checks)
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 2), &w, V(&B2, 0), 1), PORTA_E_INVAL);
     w.off = 1;
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), PORTA_E_INVAL);
+    w = weight(PORTA_Q4_0, 10, 64);
+    w.n_mat = 4;
+    w.mat_stride = w.row_bytes * 10 + 1;    /* stacked experts an odd byte apart */
+    struct porta_experts_params ep = { .n_tok = 1, .k = 1 };
+    ck_assert_int_eq(kops_matmul_experts(&g_be, V(&B0, 0), &w, V(&B2, 0), &ep), PORTA_E_INVAL);
     w = weight(PORTA_I32, 10, 64);
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), PORTA_E_UNSUPPORTED);
     w = weight(PORTA_F16, (int64_t)INT32_MAX + 1, 64);

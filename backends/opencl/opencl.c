@@ -26,9 +26,8 @@ struct mm_tile {
     int tr, tt, mr, mt, contig;
 };
 
-/* how a product of many tokens runs */
+/* how a product of mm_min_tok or more tokens runs (one token: mv_<type>, fewer: mt_<type>) */
 enum prefill {
-    PF_MV,          /* mv_<type>: one token per work-item (decode) */
     PF_MT,          /* mt_<type>: mt_tok tokens per work-item (CPU devices; few tokens) */
     PF_MM,          /* mm_<type>: local-memory tiles (GPUs) */
     PF_CLBLAST,     /* deq_<type> to float + CLBlast SGEMM */
@@ -583,14 +582,12 @@ static int matmul_clblast(struct cl_ctx *c, struct porta_view y, const struct po
         /* deq_<type>(out, out_off, w, w_off, row_bytes, n_cols, row0): rows r0.. as floats */
         struct kops_launch l = { .kernel = kops_typed_slot(KOPS_DEQ, w->type), .dims = 2,
                                  .groups = { ((size_t)units + 64) / 64, (size_t)nr, 1 },
-                                 .lsz = 64, .any_lsz = true, .na = 7 };
-        l.a[0] = (struct kops_arg){ .kind = KOPS_BUF, .v.buf = &c->scratch };
-        l.a[1] = (struct kops_arg){ .kind = KOPS_U64, .v.u64 = 0 };
-        l.a[2] = (struct kops_arg){ .kind = KOPS_BUF, .v.buf = w->buf };
-        l.a[3] = (struct kops_arg){ .kind = KOPS_U64, .v.u64 = wo };
-        l.a[4] = (struct kops_arg){ .kind = KOPS_U64, .v.u64 = w->row_bytes };
-        l.a[5] = (struct kops_arg){ .kind = KOPS_I32, .v.i32 = n_cols };
-        l.a[6] = (struct kops_arg){ .kind = KOPS_I32, .v.i32 = r0 };
+                                 .lsz = 64, .any_lsz = true };
+        kops_a_at(&l, &c->scratch, 0);
+        kops_a_at(&l, w->buf, wo);
+        kops_a_u64(&l, w->row_bytes);
+        kops_a_i32(&l, n_cols);
+        kops_a_i32(&l, r0);
         if ((rc = launch(c, &l)))
             return rc;
         CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo,
