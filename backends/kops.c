@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "kops.h"
+#include "quant.h"
 #include "rope.h"
 
 #define ATT_DPT 16              /* kernels/cl/attention.cl: output dims per work-item */
@@ -49,13 +50,25 @@ const char *kops_kernel_name(int slot, char *buf, size_t n)
     static const char *const other[KOPS_N_KERNELS - KOPS_RMSNORM] = {
         "rmsnorm",       "eltwise",      "rope",          "kv_f32_store",  "kv_f16_store",
         "kv_f32_attn",   "kv_f16_attn",  "mla_f32_store", "mla_f16_store", "mla_f32_attn",
-        "mla_f16_attn",  "moe_route",
+        "mla_f16_attn",  "moe_route",    "rp_pack",       "mr_q4_0",       "mr_q4_1",
+        "mr_q8_0",       "mr_q4_k",      "mr_q6_k",
     };
     if (slot < KOPS_RMSNORM)
         snprintf(buf, n, "%s_%s", typed[slot / KOPS_N_TYPES], types[slot % KOPS_N_TYPES].suffix);
     else
         snprintf(buf, n, "%s", other[slot - KOPS_RMSNORM]);
     return buf;
+}
+
+int kops_mr_index(enum porta_dtype t)
+{
+    static const enum porta_dtype mr[KOPS_N_KERNELS - KOPS_MR] = { PORTA_Q4_0, PORTA_Q4_1,
+                                                                   PORTA_Q8_0, PORTA_Q4_K,
+                                                                   PORTA_Q6_K };
+    for (int i = 0; i < KOPS_N_KERNELS - KOPS_MR; i++)
+        if (mr[i] == t)
+            return i;
+    return -1;
 }
 
 int kops_get_kernels(void *ctx, int (*get)(void *ctx, int slot, const char *name))
@@ -140,6 +153,100 @@ static int stage_elems(struct kops_dev *d, const void *src, size_t n, size_t es,
     return rc;
 }
 
+/* ---- row packs ---- */
+
+static bool pack_overlaps(const struct kops_pack *pk, const struct porta_buf *b, size_t lo,
+                          size_t hi)
+{
+    size_t len = (size_t)pk->n_rows * pk->row_bytes;
+    return pk->src == b && (lo == hi || (pk->off < hi && lo < pk->off + len));
+}
+
+void kops_drop_packs(struct porta_backend *be, const struct porta_buf *b, size_t lo, size_t hi)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    for (int i = 0; i < d->n_packs;) {
+        struct kops_pack *pk = &d->packs[i];
+        if (pack_overlaps(pk, b, lo, hi)) {
+            d->pack_bytes -= pk->bytes;
+            be->ops->buf_free(be, pk->buf);
+            *pk = d->packs[--d->n_packs];
+        } else {
+            i++;
+        }
+    }
+    d->pack_hint = 0;
+}
+
+void kops_close(struct porta_backend *be)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    while (d->n_packs)
+        kops_drop_packs(be, d->packs[0].src, 0, 0);
+    free(d->packs);
+    d->packs = NULL;
+    d->cap_packs = 0;
+}
+
+/* The row packs of w (weight offset wo), made when first asked for; NULL when they cannot be
+ * made (no memory: warned once, the caller multiplies the matrix as stored). */
+static const struct kops_pack *get_pack(struct porta_backend *be, const struct porta_weight *w,
+                                        uint64_t wo)
+{
+    struct kops_dev *d = KOPS_DEV(be);
+    for (int k = 0; k < d->n_packs; k++) {
+        int i = (d->pack_hint + k) % d->n_packs;
+        const struct kops_pack *pk = &d->packs[i];
+        if (pk->src == w->buf && pk->off == wo && pk->type == w->type &&
+            pk->n_rows == w->n_rows && pk->n_cols == w->n_cols && pk->row_bytes == w->row_bytes) {
+            d->pack_hint = i + 1 < d->n_packs ? i + 1 : 0;   /* products come in model order */
+            return pk;
+        }
+    }
+    if (d->pack_failed)
+        return NULL;
+    const struct porta_type_traits *tr = porta_type_traits(w->type);
+    size_t words = (size_t)(w->n_cols / tr->blck) * tr->type_size / 2;  /* per row */
+    size_t groups = ceil_div((size_t)w->n_rows, KOPS_PACK_ROWS);
+    struct kops_pack pk = { .src = w->buf, .off = wo, .row_bytes = w->row_bytes,
+                            .type = w->type, .n_rows = w->n_rows, .n_cols = w->n_cols,
+                            .bytes = groups * KOPS_PACK_ROWS * words * 2 };
+    if (words > INT32_MAX || groups > INT32_MAX)
+        return NULL;
+    if (d->n_packs == d->cap_packs) {
+        int cap = d->cap_packs ? 2 * d->cap_packs : 64;
+        struct kops_pack *np = realloc(d->packs, sizeof *np * (size_t)cap);
+        if (!np)
+            return NULL;
+        d->packs = np;
+        d->cap_packs = cap;
+    }
+    if (be->ops->buf_alloc(be, pk.bytes, PORTA_BUF_WEIGHTS, &pk.buf)) {
+        porta_warn("%s: no memory for the row packs of %s (%zu bytes, %zu in packs so far): "
+                   "one-token products read the matrices as stored from now on",
+                   d->name, w->name ? w->name : "a weight", pk.bytes, d->pack_bytes);
+        d->pack_failed = true;
+        return NULL;
+    }
+    struct kops_launch l = plan(KOPS_RP_PACK, 2, ceil_div(words, 64), groups, 1, 64);
+    l.any_lsz = true;
+    kops_a_buf(&l, pk.buf);
+    kops_a_at(&l, w->buf, wo);
+    kops_a_u64(&l, w->row_bytes);
+    kops_a_i32(&l, (int32_t)words);
+    kops_a_i32(&l, (int32_t)w->n_rows);
+    if (d->launch(d->ctx, &l)) {
+        be->ops->buf_free(be, pk.buf);
+        return NULL;
+    }
+    d->packs[d->n_packs++] = pk;
+    d->pack_bytes += pk.bytes;
+    porta_dbg("%s: row packs of %s (%s, %lld x %lld): %zu bytes, %zu in all", d->name,
+              w->name ? w->name : "?", porta_dtype_name(w->type), (long long)w->n_rows,
+              (long long)w->n_cols, pk.bytes, d->pack_bytes);
+    return &d->packs[d->n_packs - 1];
+}
+
 /* ---- matmul ---- */
 
 int kops_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
@@ -154,6 +261,19 @@ int kops_matmul(struct porta_backend *be, struct porta_view y, const struct port
         return PORTA_E_INVAL;
     size_t rows = (size_t)w->n_rows;
     struct kops_launch l;
+    const struct kops_pack *pk;
+    if (n_tok == 1 && d->row_packs && w->n_mat == 1 && kops_mr_index(w->type) >= 0 &&
+        (pk = get_pack(be, w, wo))) {
+        l = plan(KOPS_MR + kops_mr_index(w->type), 1,
+                 ceil_div(ceil_div(rows, KOPS_PACK_ROWS), (size_t)d->mr_lsz), 1, 1,
+                 (size_t)d->mr_lsz);
+        kops_a_at(&l, y.buf, yo);
+        kops_a_buf(&l, pk->buf);
+        kops_a_i32(&l, (int32_t)w->n_rows);
+        kops_a_i32(&l, (int32_t)w->n_cols);
+        kops_a_at(&l, x.buf, xo);
+        return d->launch(d->ctx, &l);
+    }
     if (n_tok == 1)
         l = plan(kops_typed_slot(KOPS_MV, w->type), 2, ceil_div(rows, (size_t)d->mv_rows), 1, 1,
                  (size_t)d->mv_lsz);

@@ -37,7 +37,9 @@ enum kops_kernel {
     KOPS_MLA_STORE = KOPS_KV_ATTN + 2,
     KOPS_MLA_ATTN = KOPS_MLA_STORE + 2,
     KOPS_MOE_ROUTE = KOPS_MLA_ATTN + 2,
-    KOPS_N_KERNELS
+    KOPS_RP_PACK,   /* matvec_rows.cl: a matrix into row packs */
+    KOPS_MR,        /* + kops_mr_index(type): matvec_rows.cl mr_<type>, one token over row packs */
+    KOPS_N_KERNELS = KOPS_MR + 5
 };
 
 /* The index of a weight type among the types with kernels, or -1. */
@@ -49,6 +51,9 @@ int kops_type_sub(enum porta_dtype t);
 int kops_typed_slot(enum kops_typed kind, enum porta_dtype t);
 /* The kernel function's name of a slot, written to buf. */
 const char *kops_kernel_name(int slot, char *buf, size_t n);
+
+/* The index of a weight type among those with mr_ kernels (row packs), or -1. */
+int kops_mr_index(enum porta_dtype t);
 
 /* Calls get(ctx, slot, name) for every kernel slot, in order; stops at the first error and
  * returns it (0 when all succeed). How a backend fetches its kernel handles. */
@@ -123,6 +128,20 @@ static inline void kops_a_stage_at(struct kops_launch *l, uint64_t off)
     kops_a_u64(l, off);
 }
 
+/* Row packs (kernels/cl/matvec_rows.cl): RP_ROWS rows with their 16-bit words interleaved,
+ * so that a CPU device's SIMD lanes are rows. Made from a weight matrix on its first one-token
+ * product and kept until the source is written or freed (kops_drop_packs). */
+#define KOPS_PACK_ROWS 16
+
+struct kops_pack {
+    const struct porta_buf *src;    /* the matrix as the core gave it */
+    size_t off, row_bytes;
+    enum porta_dtype type;
+    int64_t n_rows, n_cols;
+    struct porta_buf *buf;          /* its row packs (a buffer of their own) */
+    size_t bytes;
+};
+
 /* What a device backend supplies. The shapes must match the kernels as the backend compiled
  * them (matvec.cl's MV_ROWS, MT_TOK, matmul.cl's tile, eltwise.cl's ELT_PER, rope.cl's
  * ROPE_ALL_HEADS). */
@@ -137,6 +156,7 @@ struct kops_dev {
     int max_lsz;                    /* the largest work-group */
     size_t max_rows;                /* rmsnorm rows per launch (a grid limit), >= 1 */
     int mv_lsz, mv_rows;            /* matvec work-group and the rows it owns */
+    int mr_lsz;                     /* mr_ work-group (row packs: a group per work-item) */
     int mt_tok;                     /* tokens per work-item of mt_ */
     int mm_min_tok;                 /* from this many tokens: the prefill kernel below */
     bool prefill_mm;                /* prefill with mm_ (tiles), else with mt_ */
@@ -144,6 +164,12 @@ struct kops_dev {
     int norm_lsz, att_lsz, elt_lsz;
     int elt_per;                    /* elements per work-item of eltwise */
     bool rope_all_heads;            /* one work-item walks every head of a token */
+    bool row_packs;                 /* one-token products over row packs where a type has them */
+    /* kops' own state (zero at open): the row packs made so far */
+    struct kops_pack *packs;
+    int n_packs, cap_packs, pack_hint;
+    size_t pack_bytes;
+    bool pack_failed;               /* an allocation failed: no more packs (warned once) */
 };
 
 /* ---- argument checks ---- */
@@ -155,12 +181,19 @@ bool kops_elem_off(const struct kops_dev *d, struct porta_view v, size_t es, con
  * launch; 0, PORTA_E_UNSUPPORTED (no kernels for the type, too large) or PORTA_E_INVAL. */
 int kops_weight_off(const struct kops_dev *d, const struct porta_weight *w, uint64_t *off);
 
+/* Forgets (and frees) the row packs made from b: all of them when lo == hi, else those whose
+ * source bytes overlap [lo, hi). A backend calls it before it writes or frees a buffer. */
+void kops_drop_packs(struct porta_backend *be, const struct porta_buf *b, size_t lo, size_t hi);
+/* Frees what kops holds (the row packs); a backend calls it first in its close. */
+void kops_close(struct porta_backend *be);
+
 /* ---- the ops: the vtable's entries themselves ---- */
 
 /* A backend that uses these puts its struct kops_dev first in its context (be->ctx). */
 #define KOPS_DEV(be) ((struct kops_dev *)(be)->ctx)
 
-/* The kernel products only: mv_ for one token, mt_ below mm_min_tok tokens, then mm_ or mt_. */
+/* The kernel products only: mv_ (mr_ over row packs where the device wants them) for one
+ * token, mt_ below mm_min_tok tokens, then mm_ or mt_. */
 int kops_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
                 struct porta_view x, int n_tok);
 int kops_rmsnorm(struct porta_backend *be, struct porta_view y, struct porta_view x,

@@ -53,6 +53,118 @@ typedef int64_t i64;
 /* before a loop with a compile-time trip count: unroll it fully (keeps arrays in registers) */
 #define UNROLL _Pragma("unroll")
 
+/* row vectors (see kernels/cl/prelude.h): RV_N lanes in an array, each operator a lane loop */
+#define RV_N 16
+struct rv_u {
+    unsigned v[RV_N];
+};
+struct rv_f {
+    float v[RV_N];
+};
+#define PORTA_RV_OP(T, S, op)                                                                 \
+    __device__ inline T operator op(T a, T b)                                                 \
+    {                                                                                         \
+        T r;                                                                                  \
+        for (int i = 0; i < RV_N; i++)                                                        \
+            r.v[i] = a.v[i] op b.v[i];                                                        \
+        return r;                                                                             \
+    }                                                                                         \
+    __device__ inline T operator op(T a, S b)                                                 \
+    {                                                                                         \
+        T r;                                                                                  \
+        for (int i = 0; i < RV_N; i++)                                                        \
+            r.v[i] = a.v[i] op b;                                                             \
+        return r;                                                                             \
+    }                                                                                         \
+    __device__ inline T operator op(S a, T b)                                                 \
+    {                                                                                         \
+        T r;                                                                                  \
+        for (int i = 0; i < RV_N; i++)                                                        \
+            r.v[i] = a op b.v[i];                                                             \
+        return r;                                                                             \
+    }
+PORTA_RV_OP(rv_u, unsigned, +)
+PORTA_RV_OP(rv_u, unsigned, -)
+PORTA_RV_OP(rv_u, unsigned, *)
+PORTA_RV_OP(rv_u, unsigned, &)
+PORTA_RV_OP(rv_u, unsigned, |)
+PORTA_RV_OP(rv_u, unsigned, ^)
+PORTA_RV_OP(rv_u, unsigned, <<)
+PORTA_RV_OP(rv_u, unsigned, >>)
+PORTA_RV_OP(rv_f, float, +)
+PORTA_RV_OP(rv_f, float, -)
+PORTA_RV_OP(rv_f, float, *)
+__device__ inline rv_u operator~(rv_u a)
+{
+    rv_u r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = ~a.v[i];
+    return r;
+}
+__device__ inline rv_u porta_rv_load_u16(const uint16_t *p)
+{
+    rv_u r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = p[i];
+    return r;
+}
+__device__ inline rv_u porta_rv_u(unsigned s)
+{
+    rv_u r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = s;
+    return r;
+}
+__device__ inline rv_f porta_rv_f(float s)
+{
+    rv_f r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = s;
+    return r;
+}
+__device__ inline rv_f porta_rv_as_f(rv_u u)
+{
+    rv_f r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = __uint_as_float(u.v[i]);
+    return r;
+}
+__device__ inline rv_u porta_rv_as_u(rv_f f)
+{
+    rv_u r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = __float_as_uint(f.v[i]);
+    return r;
+}
+__device__ inline rv_f porta_rv_cvt_f(rv_u u)
+{
+    rv_f r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = (float)u.v[i];
+    return r;
+}
+__device__ inline rv_u porta_rv_ge(rv_u a, unsigned s)
+{
+    rv_u r;
+    for (int i = 0; i < RV_N; i++)
+        r.v[i] = a.v[i] >= s ? ~0u : 0u;
+    return r;
+}
+__device__ inline void porta_rv_store(rv_f v, float *p)
+{
+    for (int i = 0; i < RV_N; i++)
+        p[i] = v.v[i];
+}
+#define PREFETCH(p) ((void)0)     /* GPUs hide memory latency with other warps */
+#define RV_LOAD_U16(p) porta_rv_load_u16((const uint16_t *)(p))
+#define RV_U(s) porta_rv_u(s)
+#define RV_F(s) porta_rv_f(s)
+#define RV_AS_F(u) porta_rv_as_f(u)
+#define RV_AS_U(f) porta_rv_as_u(f)
+#define RV_CVT_F(u) porta_rv_cvt_f(u)
+#define RV_GE(a, s) porta_rv_ge((a), (s))
+#define RV_STORE(v, p) porta_rv_store((v), (p))
+
 #if defined(__HIP__) || defined(__HIPCC__)
 #define PORTA_TARGET_HIP 1
 #else

@@ -197,6 +197,59 @@ START_TEST(test_matmul)
 }
 END_TEST
 
+/* Weights written after a product has used them: the next product sees the new values, for a
+ * whole rewrite and for one row (backends that keep a repacked copy of a matrix, the CPU's tiles
+ * and OpenCL's row packs, must drop it). */
+START_TEST(test_matmul_rewrite)
+{
+    struct porta_backend *be = open_target(&targets[_i]);
+    if (!be)
+        return;
+    for (int i = 0; i < N_WTYPES; i++) {
+        enum porta_dtype t = wtypes[i];
+        if (!porta_be_supports(be, PORTA_OP_MATMUL, t))
+            continue;
+        int64_t blk = porta_type_traits(t)->blck, rows = 40, cols = blk == 1 ? 64 : blk * 2;
+        size_t rb;
+        uint8_t *w = make_weights(t, rows, cols, 5 + i, &rb);
+        uint8_t *w2 = make_weights(t, rows, cols, 50 + i, &rb);
+        float *x = malloc(sizeof(float) * cols), y[40], yr[40];
+        tu_fill(x, (size_t)cols, 11, 2.0f);
+        struct porta_buf *wb = mkbuf(be, w, rb * rows), *xb = mkbuf(be, x, sizeof(float) * cols),
+                         *yb = mkbuf(be, NULL, sizeof y);
+        struct porta_weight W = { .type = t, .n_rows = rows, .n_cols = cols, .n_mat = 1,
+                                  .row_bytes = rb, .buf = wb, .off = 0, .name = "test" };
+        char what[96];
+        for (int step = 0; step < 3; step++) {
+            if (step == 1) {            /* every row rewritten */
+                memcpy(w, w2, rb * rows);
+                ck_assert_int_eq(porta_be_upload(be, wb, 0, w, rb * rows), 0);
+            } else if (step == 2) {     /* the last row back to the first weights' row 0 */
+                uint8_t *w0 = make_weights(t, 1, cols, 5 + i, &rb);
+                memcpy(w + (rows - 1) * rb, w0, rb);
+                ck_assert_int_eq(porta_be_upload(be, wb, (rows - 1) * rb, w0, rb), 0);
+                free(w0);
+            }
+            ck_assert_int_eq(porta_ref_matmul(yr, w, t, rows, cols, rb, x, 1), 0);
+            ck_assert_int_eq(porta_be_matmul(be, (struct porta_view){ yb, 0 }, &W,
+                                             (struct porta_view){ xb, 0 }, 1), 0);
+            snprintf(what, sizeof what, "matmul %s [%lld x %lld] after rewrite %d",
+                     porta_dtype_name(t), (long long)rows, (long long)cols, step);
+            fetch(be, yb, y, sizeof y, what);
+            check_nmse(targets[_i].label, what, y, yr, (size_t)rows,
+                       porta_type_traits(t)->quantized ? 2e-4 : 1e-8);
+        }
+        porta_be_buf_free(be, wb);
+        porta_be_buf_free(be, xb);
+        porta_be_buf_free(be, yb);
+        free(w);
+        free(w2);
+        free(x);
+    }
+    porta_backend_close(be);
+}
+END_TEST
+
 /* Weights so small that their half-precision scales (F16: the values) are subnormal halves,
  * as in the Q6_K output matrices of real models: exact decode on every backend (the OpenCL
  * CPU kernels decode halves with integer operations). */
@@ -1028,6 +1081,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_matmul, 0, n_targets);
     tcase_add_loop_test(tc, test_matmul_long_rows, 0, n_targets);
+    tcase_add_loop_test(tc, test_matmul_rewrite, 0, n_targets);
     tcase_add_loop_test(tc, test_matmul_subnormal_scales, 0, n_targets);
     tcase_add_test(tc, test_matmul_prefill);
     tcase_add_loop_test(tc, test_embed, 0, n_targets);

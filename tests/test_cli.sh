@@ -44,8 +44,10 @@ expect_fail "config bad backend" "bad3.cfg:1: backend.order" $BIN devices -c "$T
 # text as the CPU alone; a backend that does not open leaves its layers on the first one
 printf 'backend: { order = ["cpu"]; opencl: { platform = 0; device = 0; };\n  layers = ( { backend = "opencl"; from = 10; to = 19; } ); };\nmodel: { kv_type = "f32"; };\n' > "$T/layers.cfg"
 if $BIN devices 2>/dev/null | grep -q "opencl: platform"; then
-  $BIN run -c "$T/layers.cfg" -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 > "$T/split.txt" 2> "$T/split.err" &&
-  $BIN run -q --backend cpu --kv-type f32 -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 > "$T/whole.txt" 2>/dev/null &&
+  # 5 tokens: the 6th is a near tie (' answer' / ' United', 0.02-0.04 apart) that the CPU's
+  # 8-bit and OpenCL's float activations may break either way (tests/server/test_placement.py)
+  $BIN run -c "$T/layers.cfg" -m "$MODEL" -p "The capital of France is" -n 5 --temp 0 > "$T/split.txt" 2> "$T/split.err" &&
+  $BIN run -q --backend cpu --kv-type f32 -m "$MODEL" -p "The capital of France is" -n 5 --temp 0 > "$T/whole.txt" 2>/dev/null &&
   grep -q "layers 0..9 on cpu, 10..19 on opencl, 20..29 on cpu" "$T/split.err" &&
   cmp -s "$T/split.txt" "$T/whole.txt" && ok || { bad "placement cpu+opencl"; cat "$T/split.err" "$T/split.txt" "$T/whole.txt"; }
 fi

@@ -20,7 +20,7 @@ struct porta_buf {
 static struct {
     struct kops_launch l[MAX_LAUNCHES];
     int n;
-    int fail_at;        /* launch index that returns an error, -1 none */
+    int fail_at;        /* launch index that returns an error (once), -1 none */
     size_t staged;
 } g_rec;
 
@@ -28,8 +28,10 @@ static int rec_launch(void *ctx, const struct kops_launch *l)
 {
     (void)ctx;
     ck_assert_int_lt(g_rec.n, MAX_LAUNCHES);
-    if (g_rec.n == g_rec.fail_at)
+    if (g_rec.n == g_rec.fail_at) {
+        g_rec.fail_at = -1;
         return PORTA_E_DEVICE;
+    }
     g_rec.l[g_rec.n++] = *l;
     return 0;
 }
@@ -42,6 +44,37 @@ static int rec_stage(void *ctx, const void *src, size_t n, uint64_t *off)
     g_rec.staged += (n + 63) / 64 * 64;
     return 0;
 }
+
+/* the buffers kops makes for row packs: counted, and refused on demand */
+static struct {
+    struct porta_buf made[8];
+    int n_made, n_freed;
+    bool refuse;
+} g_bufs;
+
+static int mock_alloc(struct porta_backend *be, size_t n, enum porta_buf_use use,
+                      struct porta_buf **out)
+{
+    (void)be;
+    (void)use;
+    ck_assert_int_gt((int)n, 0);
+    if (g_bufs.refuse)
+        return PORTA_E_NOMEM;
+    ck_assert_int_lt(g_bufs.n_made, 8);
+    *out = &g_bufs.made[g_bufs.n_made];
+    (*out)->id = 100 + g_bufs.n_made++;
+    return 0;
+}
+
+static void mock_free(struct porta_backend *be, struct porta_buf *b)
+{
+    (void)be;
+    ck_assert_int_ge(b->id, 100);
+    g_bufs.n_freed++;
+}
+
+static const struct porta_backend_ops g_ops = { .name = "mock", .buf_alloc = mock_alloc,
+                                                .buf_free = mock_free };
 
 /* a kops device first in the backend context, as KOPS_DEV wants */
 static struct {
@@ -60,6 +93,14 @@ static void setup(void)
         .att_lsz = 64, .elt_lsz = 64, .elt_per = 1,
     };
     g_be.ctx = &g_ctx;
+    g_be.ops = &g_ops;
+    memset(&g_bufs, 0, sizeof g_bufs);
+}
+
+static void teardown(void)
+{
+    kops_close(&g_be);
+    ck_assert_int_eq(g_bufs.n_freed, g_bufs.n_made);   /* nothing leaks */
 }
 
 static char g_name[32];
@@ -84,7 +125,12 @@ START_TEST(test_kernel_names)
     ck_assert_str_eq(kname(KOPS_KV_STORE + 1), "kv_f16_store");
     ck_assert_str_eq(kname(KOPS_MLA_ATTN), "mla_f32_attn");
     ck_assert_str_eq(kname(KOPS_MOE_ROUTE), "moe_route");
-    ck_assert_int_eq(KOPS_MOE_ROUTE, KOPS_N_KERNELS - 1);
+    ck_assert_str_eq(kname(KOPS_RP_PACK), "rp_pack");
+    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q4_0)), "mr_q4_0");
+    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q8_0)), "mr_q8_0");
+    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q4_K)), "mr_q4_k");
+    ck_assert_int_eq(KOPS_MR + kops_mr_index(PORTA_Q6_K), KOPS_N_KERNELS - 1);
+    ck_assert_int_lt(kops_mr_index(PORTA_F16), 0);
     ck_assert_int_eq(kops_type_index(PORTA_Q4_K), 10);
     ck_assert_int_lt(kops_type_index(PORTA_I32), 0);
     ck_assert_int_eq(kops_type_sub(PORTA_F16), 8);
@@ -161,6 +207,93 @@ START_TEST(test_matmul_plans)
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 40), 0);
     ck_assert_str_eq(kname(g_rec.l[3].kernel), "mt_q4_0");
     ck_assert_uint_eq(g_rec.l[3].groups[1], 10);
+}
+END_TEST
+
+/* one-token products over row packs: made once per matrix (rp_pack, then mr_), dropped when the
+ * source is written or freed, and the plain kernels where packs do not apply */
+START_TEST(test_row_packs)
+{
+    g_ctx.d.row_packs = true;
+    g_ctx.d.mr_lsz = 4;
+    struct porta_weight w = weight(PORTA_Q4_0, 100, 64);
+    w.off = 36;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 8), &w, V(&B2, 4), 1), 0);
+    ck_assert_int_eq(g_rec.n, 2);
+    const struct kops_launch *l = g_rec.l;
+    ck_assert_str_eq(kname(l[0].kernel), "rp_pack");
+    ck_assert_int_eq(g_bufs.n_made, 1);
+    ck_assert_ptr_eq(l[0].a[0].v.buf, &g_bufs.made[0]);
+    ck_assert_ptr_eq(l[0].a[1].v.buf, &B1);
+    ck_assert_uint_eq(l[0].a[2].v.u64, 36);            /* the weight's byte offset */
+    ck_assert_uint_eq(l[0].a[3].v.u64, w.row_bytes);
+    ck_assert_int_eq(l[0].a[4].v.i32, 18);             /* 2 blocks of 18 bytes: 18 words */
+    ck_assert_int_eq(l[0].a[5].v.i32, 100);
+    ck_assert_uint_eq(l[0].groups[1], 7);              /* 100 rows in groups of 16 */
+    ck_assert(l[0].any_lsz);
+    ck_assert_str_eq(kname(l[1].kernel), "mr_q4_0");
+    ck_assert_uint_eq(l[1].groups[0], 2);              /* 7 groups, 4 work-items each */
+    ck_assert_uint_eq(l[1].lsz, 4);
+    ck_assert_int_eq(l[1].na, 7);
+    ck_assert_ptr_eq(l[1].a[0].v.buf, &B0);
+    ck_assert_uint_eq(l[1].a[1].v.u64, 2);
+    ck_assert_ptr_eq(l[1].a[2].v.buf, &g_bufs.made[0]);
+    ck_assert_int_eq(l[1].a[3].v.i32, 100);
+    ck_assert_int_eq(l[1].a[4].v.i32, 64);
+    ck_assert_uint_eq(l[1].a[6].v.u64, 1);
+    /* the next token reuses the packs */
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);
+    ck_assert_int_eq(g_rec.n, 3);
+    ck_assert_str_eq(kname(g_rec.l[2].kernel), "mr_q4_0");
+    /* a write elsewhere in the buffer keeps them; one over the matrix's rows drops them */
+    kops_drop_packs(&g_be, &B1, 0, 36);
+    kops_drop_packs(&g_be, &B1, 36 + 100 * w.row_bytes, 10000);
+    kops_drop_packs(&g_be, &B2, 0, 0);
+    ck_assert_int_eq(g_bufs.n_freed, 0);
+    kops_drop_packs(&g_be, &B1, 36 + 99 * w.row_bytes, 36 + 99 * w.row_bytes + 1);
+    ck_assert_int_eq(g_bufs.n_freed, 1);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);
+    ck_assert_str_eq(kname(g_rec.l[3].kernel), "rp_pack");
+    ck_assert_str_eq(kname(g_rec.l[4].kernel), "mr_q4_0");
+    /* the same bytes read as another shape are another matrix */
+    struct porta_weight w2 = w;
+    w2.n_rows = 50;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w2, V(&B2, 0), 1), 0);
+    ck_assert_str_eq(kname(g_rec.l[5].kernel), "rp_pack");
+    /* no mr_ kernel, several tokens, an expert stack: the kernels over the stored rows */
+    struct porta_weight w5 = weight(PORTA_Q5_0, 100, 64);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w5, V(&B2, 0), 1), 0);
+    ck_assert_str_eq(kname(g_rec.l[7].kernel), "mv_q5_0");
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 2), 0);
+    ck_assert_str_eq(kname(g_rec.l[8].kernel), "mt_q4_0");
+    ck_assert_int_eq(g_bufs.n_made, 3);
+    /* freeing the source drops both of its matrices' packs */
+    kops_drop_packs(&g_be, &B1, 0, 0);
+    ck_assert_int_eq(g_bufs.n_freed, 3);
+}
+END_TEST
+
+/* without memory for packs: one warning, the plain kernel, and no further attempts */
+START_TEST(test_row_packs_no_memory)
+{
+    g_ctx.d.row_packs = true;
+    g_ctx.d.mr_lsz = 4;
+    g_bufs.refuse = true;
+    struct porta_weight w = weight(PORTA_Q4_K, 32, 256);
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);
+    ck_assert_int_eq(g_rec.n, 1);
+    ck_assert_str_eq(kname(g_rec.l[0].kernel), "mv_q4_k");
+    ck_assert(g_ctx.d.pack_failed);
+    g_bufs.refuse = false;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);
+    ck_assert_str_eq(kname(g_rec.l[1].kernel), "mv_q4_k");
+    ck_assert_int_eq(g_bufs.n_made, 0);
+    /* a failed pack launch frees its buffer and falls back too */
+    g_ctx.d.pack_failed = false;
+    g_rec.fail_at = 2;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);
+    ck_assert_str_eq(kname(g_rec.l[2].kernel), "mv_q4_k");
+    ck_assert_int_eq(g_bufs.n_freed, 1);
 }
 END_TEST
 
@@ -254,11 +387,13 @@ int main(void)
     porta_log_set_level(PORTA_LOG_ERROR);
     Suite *s = suite_create("kops");
     TCase *tc = tcase_create("kops");
-    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_kernel_names);
     tcase_add_test(tc, test_get_kernels);
     tcase_add_test(tc, test_env_int);
     tcase_add_test(tc, test_matmul_plans);
+    tcase_add_test(tc, test_row_packs);
+    tcase_add_test(tc, test_row_packs_no_memory);
     tcase_add_test(tc, test_checks);
     tcase_add_test(tc, test_rmsnorm_slices);
     tcase_add_test(tc, test_attention_plan);

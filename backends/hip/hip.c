@@ -166,6 +166,7 @@ static void hip_close(struct porta_backend *be)
     struct hip_ctx *c = be->ctx;
     if (!c)
         return;
+    kops_close(be);
     if (c->stream || c->copy)
         use(c);
     if (c->stream)
@@ -330,6 +331,7 @@ static void hip_buf_free(struct porta_backend *be, struct porta_buf *b)
     struct hip_ctx *c = be->ctx;
     if (!b)
         return;
+    kops_drop_packs(be, b, 0, 0);
     if (use(c) == 0) {
         hip_rt.hipStreamSynchronize(c->stream);
         hip_rt.hipStreamSynchronize(c->copy);
@@ -351,6 +353,8 @@ static int hip_upload(struct porta_backend *be, struct porta_buf *dst, size_t of
     int rc = use(c);
     if (rc)
         return rc;
+    if (n)
+        kops_drop_packs(be, dst, off, off + n);
     HIP_TRY(hip_rt.hipEventRecord(c->kernels_done, c->stream));
     HIP_TRY(hip_rt.hipStreamWaitEvent(c->copy, c->kernels_done, 0));
     for (size_t done = 0; done < n;) {

@@ -34,6 +34,9 @@
 #define MV_SOLO 0
 #endif
 #define MV_GROUP 16     /* MV_SOLO: legacy blocks whose scales are decoded together */
+#ifndef MV_PREFETCH
+#define MV_PREFETCH 2048 /* MV_SOLO: bytes of its row ahead that a work-item asks to be fetched */
+#endif
 #define MT_LANES 8      /* mt_<type>: accumulator lanes per token (a power of two <= 32) */
 
 /* acc[0] + ... + acc[n-1], n a power of two <= MAX_SUB, as a tree: log2(n) steps of
@@ -82,6 +85,8 @@ DEVFN float row_dot(const int T, GLOBAL const u8 *wr, GLOBAL const float *xt, in
             GLOBAL const u8 *gb = wr + (u64)u * bs;
             GLOBAL const float *gx = xt + (u64)u * sub;
             float dg[MV_GROUP], mg[MV_GROUP];
+            for (int o = 0; o < MV_GROUP * bs; o += 64)
+                PREFETCH(gb + MV_PREFETCH + o);
             group_scales(T, gb, dg, mg);
             for (int j = 0; j < MV_GROUP; j++)
                 unit_op_dm(T, gb + j * bs, 0, acc, gx + j * sub, 1, dg[j], mg[j]);
@@ -93,6 +98,8 @@ DEVFN float row_dot(const int T, GLOBAL const u8 *wr, GLOBAL const float *xt, in
     if (upb > 1)
         for (; u + upb <= n_units; u += upb) {
             GLOBAL const u8 *b = wr + (u64)(u / upb) * bs;
+            for (int o = 0; o < bs; o += 64)
+                PREFETCH(b + MV_PREFETCH + o);
             UNROLL
             for (int k = 0; k < 8; k++)
                 if (k < upb)

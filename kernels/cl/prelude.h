@@ -60,5 +60,32 @@ typedef long i64;
 /* before a loop with a compile-time trip count: unroll it fully (keeps arrays in registers) */
 #define UNROLL _Pragma("unroll")
 
+/* ---- row vectors: one value for each of RV_N rows, operated on as one (matvec_rows.cl's row
+ * packs, for CPU devices: a SIMD register each, so that the lanes are rows whatever the
+ * compiler's vectorizer would pick). The usual operators apply (+ - * on rv_f, + - * & | ^ ~
+ * << >> on rv_u, a scalar on either side); kernels/gpu_prelude.h defines them for HIP/CUDA. */
+#define RV_N 16
+typedef uint16 rv_u;
+typedef float16 rv_f;
+#define RV_LOAD_U16(p) convert_uint16(vload16(0, (GLOBAL const ushort *)(p))) /* RV_N at p */
+#define RV_U(s) ((rv_u)(s))                             /* every lane s */
+#define RV_F(s) ((rv_f)(s))
+#define RV_AS_F(u) as_float16(u)
+#define RV_AS_U(f) as_uint16(f)
+#define RV_CVT_F(u) convert_float16(u)                  /* unsigned lanes to float */
+#define RV_GE(a, s) as_uint16((a) >= (rv_u)(s))         /* all ones where a >= s, else 0 */
+#define RV_STORE(v, p) vstore16((v), 0, (p))            /* the lanes to float p[RV_N] */
+
+/* a hint that the line at global address p will be read soon (CPU devices, where a compiler
+ * that knows __builtin_prefetch turns it into a prefetch instruction); never faults */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_prefetch)
+#define PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#endif
+#endif
+#ifndef PREFETCH
+#define PREFETCH(p) ((void)0)
+#endif
+
 /* ---- optional fast paths (none on the baseline) ---- */
 #define PORTA_TARGET_OPENCL 1

@@ -1,0 +1,248 @@
+/* matvec_rows.cl - one token times a weight matrix repacked for CPU devices ("row packs"),
+ * for the types whose decode dominates real models (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K).
+ *
+ * Why: a CPU runtime (PoCL) vectorizes only inside one work-item. mv_<type> gives a work-item
+ * one row and gets its SIMD from the 32 elements of a block, which costs widening, scale
+ * gathers and a horizontal sum per block (~13 cycles a 32-weight block on AVX-512 hardware).
+ * Here a work-item owns RP_ROWS rows whose 16-bit words are interleaved, so one vector load
+ * brings the same word of all of its rows: the lanes are rows, as in the CPU backend's tiles,
+ * and every operation is a plain vertical one (~4.5 cycles a row-block, 2x the rate of mv_).
+ *
+ * Layout (rp_pack): rows go in groups of RP_ROWS (the last one padded with zero rows); in a
+ * group, 16-bit word w of row r (bytes 2w, 2w+1 of the row as stored in GGUF) is at word
+ * w * RP_ROWS + r. Every block size is even, so blocks keep their GGUF bytes and only the
+ * word order changes.
+ *
+ * The quants become floats without a conversion instruction: a v-bit unsigned value placed in
+ * the top v mantissa bits of 1.0f reads as 1 + v / 2^v_bits (ONE_PLUS), so a block's sum of
+ * (1 + q / 2^b) x gives sum q x = 2^b (p - sum x) with the x sums shared by all rows.
+ *
+ * Launch: global (ceil(groups / lsz) * lsz), local (lsz); one work-item per group.
+ * The host (backends/kops.c) packs a matrix on its first one-token product on a CPU device. */
+
+#define RP_ROWS RV_N
+#define RP_PREFETCH 2048    /* bytes ahead of the block being read (best of 1-4 KiB on PoCL) */
+
+/* word w of the group's block at b, for all its rows */
+#define RPV(b, w) RV_LOAD_U16((b) + (w) * RP_ROWS)
+
+/* the floats with 1.0f's exponent and the given mantissa bits */
+#define ONE_PLUS(bits) RV_AS_F((bits) | 0x3F800000u)
+
+/* bits [from, from + n) of v moved to [to, to + n), the others cleared (all compile-time) */
+DEVFN rv_u bits_to(rv_u v, const int from, const int n, const int to)
+{
+    u32 m = ((1u << n) - 1u) << to;
+    if (to >= from)
+        return (v << (u32)(to - from)) & m;
+    return (v >> (u32)(from - to)) & m;
+}
+
+/* byte i of the group's block at b, for all its rows */
+DEVFN rv_u rp_byte(GLOBAL const u16 *b, const int i) { return (RPV(b, i >> 1) >> (u32)(8 * (i & 1))) & 255u; }
+
+/* half_bits_to_float (dequant.h) of every lane */
+DEVFN rv_f rv_half_to_float(rv_u h)
+{
+    rv_u em = h & 0x7fffu;
+    rv_u bits = ((em << 13u) + 0x38000000u) | (RV_GE(em, 0x7c00u) & 0x7f800000u);
+    rv_u sub = RV_AS_U(RV_CVT_F(em) * 5.9604644775390625e-8f);
+    rv_u normal = RV_GE(em, 0x400u);
+    return RV_AS_F((bits & normal) | (sub & ~normal) | ((h & 0x8000u) << 16u));
+}
+
+/* x[0] + ... + x[n-1], n 16 or 32, as a tree of independent adds */
+DEVFN float sum_x(GLOBAL const float *x, const int n)
+{
+    float s[8];
+    UNROLL
+    for (int i = 0; i < 8; i++)
+        s[i] = n == 32 ? (x[i] + x[i + 8]) + (x[i + 16] + x[i + 24]) : x[i] + x[i + 8];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* Each rp_<type> adds the products of one block of the group's rows with xb to acc. The scales
+ * and the x sums come first: the loads of a block then go out in address order, which the
+ * memory system streams best (measured: the other order ran at 0.55x from DRAM). */
+
+/* Q4_0 / Q4_1: word 0 d, (Q4_1: word 1 m), 8 words of quants; element k is the low nibble of
+ * byte k, element k + 16 its high nibble */
+DEVFN rv_f rp_q4_legacy(const int T, GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
+{
+    const int q0 = T == T_Q4_0 ? 1 : 2;
+    rv_f d = rv_half_to_float(RPV(b, 0));
+    rv_f pa = RV_F(0.0f), pb = pa, pc = pa, pd = pa;
+    float sx = sum_x(xb, 32);
+    for (int k = 0; k < 8; k++) {
+        rv_u q = RPV(b, q0 + k);
+        pa = MAD(ONE_PLUS(bits_to(q, 0, 4, 19)), xb[2 * k], pa);
+        pb = MAD(ONE_PLUS(bits_to(q, 4, 4, 19)), xb[2 * k + 16], pb);
+        pc = MAD(ONE_PLUS(bits_to(q, 8, 4, 19)), xb[2 * k + 1], pc);
+        pd = MAD(ONE_PLUS(bits_to(q, 12, 4, 19)), xb[2 * k + 17], pd);
+    }
+    rv_f qx = (((pa + pb) + (pc + pd)) - sx) * 16.0f;          /* sum q x */
+    if (T == T_Q4_0)
+        return MAD(d, qx - 8.0f * sx, acc);
+    return MAD(rv_half_to_float(RPV(b, 1)), sx, MAD(d, qx, acc));
+}
+
+/* Q8_0: word 0 d, 16 words of signed bytes (element 2k low byte of word 1 + k); with the sign
+ * bit flipped a byte is q + 128 */
+DEVFN rv_f rp_q8_0(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
+{
+    rv_f d = rv_half_to_float(RPV(b, 0));
+    rv_f pa = RV_F(0.0f), pb = pa, pc = pa, pd = pa;
+    float sx = sum_x(xb, 32);
+    for (int k = 0; k < 16; k += 2) {
+        rv_u q = RPV(b, 1 + k) ^ 0x8080u, q2 = RPV(b, 2 + k) ^ 0x8080u;
+        pa = MAD(ONE_PLUS(bits_to(q, 0, 8, 15)), xb[2 * k], pa);
+        pb = MAD(ONE_PLUS(bits_to(q, 8, 8, 15)), xb[2 * k + 1], pb);
+        pc = MAD(ONE_PLUS(bits_to(q2, 0, 8, 15)), xb[2 * k + 2], pc);
+        pd = MAD(ONE_PLUS(bits_to(q2, 8, 8, 15)), xb[2 * k + 3], pd);
+    }
+    /* sum (q + 128) x = 256 (p - sx) */
+    rv_f qx = (((pa + pb) + (pc + pd)) - sx) * 256.0f - 128.0f * sx;
+    return MAD(d, qx, acc);
+}
+
+/* Q4_K: words 0 d, 1 dmin, 2..7 the 12 scale bytes (bytes 4..15), 8..71 qs; 64-element chunk
+ * c is 16 words, unit 2c the low nibbles and 2c + 1 the high ones (elements 2k and 2k + 1 in
+ * word k) */
+DEVFN rv_f rp_q4_k(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
+{
+    rv_f d = rv_half_to_float(RPV(b, 0)), dmin = rv_half_to_float(RPV(b, 1));
+    UNROLL      /* the scale numbers become constants */
+    for (int c = 0; c < 4; c++) {
+        const int j = 2 * c;            /* the low unit's scale number; j + 1 the high one's */
+        rv_u sl, ml, sh, mh;            /* 6-bit scales and mins of units j and j + 1 */
+        if (j < 4) {
+            sl = rp_byte(b, 4 + j) & 63u;
+            ml = rp_byte(b, 4 + j + 4) & 63u;
+            sh = rp_byte(b, 4 + j + 1) & 63u;
+            mh = rp_byte(b, 4 + j + 5) & 63u;
+        } else {
+            sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
+            ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
+            sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
+            mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
+        }
+        GLOBAL const float *xc = xb + 64 * c;
+        float slo = sum_x(xc, 32), shi = sum_x(xc + 32, 32);
+        rv_f pa = RV_F(0.0f), pb = pa, pc = pa, pd = pa;
+        for (int k = 0; k < 16; k++) {
+            rv_u q = RPV(b, 8 + 16 * c + k);
+            pa = MAD(ONE_PLUS(bits_to(q, 0, 4, 19)), xc[2 * k], pa);
+            pb = MAD(ONE_PLUS(bits_to(q, 4, 4, 19)), xc[2 * k + 32], pb);
+            pc = MAD(ONE_PLUS(bits_to(q, 8, 4, 19)), xc[2 * k + 1], pc);
+            pd = MAD(ONE_PLUS(bits_to(q, 12, 4, 19)), xc[2 * k + 33], pd);
+        }
+        rv_f qlo = ((pa + pc) - slo) * 16.0f, qhi = ((pb + pd) - shi) * 16.0f;
+        rv_f dq = MAD(RV_CVT_F(sl), qlo, RV_CVT_F(sh) * qhi);
+        rv_f mx = MAD(RV_CVT_F(ml), slo, RV_CVT_F(mh) * shi);
+        acc = MAD(d, dq, acc) - dmin * mx;
+    }
+    return acc;
+}
+
+/* Q6_K: words 0..63 ql, 64..95 qh, 96..103 the 16 signed scale bytes, 104 d. In 128-element
+ * half h, element 32 k + l (quarter k, l < 32) has the nibble of ql byte 64 h + 32 (k & 1) + l
+ * (high nibble for k >= 2) and bits 2k, 2k + 1 of qh byte 32 h + l; scale 8 h + 2 k + l / 16. */
+DEVFN rv_f rp_q6_k(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
+{
+    rv_f d = rv_half_to_float(RPV(b, 104));
+    UNROLL      /* the word and scale numbers become constants */
+    for (int hs = 0; hs < 4; hs++) {    /* half h = hs >> 1, elements l0 .. l0 + 15 of it */
+        const int h = hs >> 1, l0 = 16 * (hs & 1);
+        const int wl = (64 * h + l0) / 2, wh = 64 + (32 * h + l0) / 2, s0 = 192 + 8 * h + (hs & 1);
+        GLOBAL const float *xh = xb + 128 * h + l0;
+        float sx[4];
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            sx[k] = sum_x(xh + 32 * k, 16);
+        rv_f p0 = RV_F(0.0f), p1 = p0, p2 = p0, p3 = p0;      /* quarters 0..3 */
+        for (int lw = 0; lw < 8; lw++) {    /* elements 2 lw (byte 0 of words) and 2 lw + 1 */
+            rv_u qa = RPV(b, wl + lw), qb = RPV(b, wl + 16 + lw), qh = RPV(b, wh + lw);
+            GLOBAL const float *x = xh + 2 * lw;
+            p0 = MAD(ONE_PLUS(bits_to(qa, 0, 4, 17) | bits_to(qh, 0, 2, 21)), x[0], p0);
+            p1 = MAD(ONE_PLUS(bits_to(qb, 0, 4, 17) | bits_to(qh, 2, 2, 21)), x[32], p1);
+            p2 = MAD(ONE_PLUS(bits_to(qa, 4, 4, 17) | bits_to(qh, 4, 2, 21)), x[64], p2);
+            p3 = MAD(ONE_PLUS(bits_to(qb, 4, 4, 17) | bits_to(qh, 6, 2, 21)), x[96], p3);
+            p0 = MAD(ONE_PLUS(bits_to(qa, 8, 4, 17) | bits_to(qh, 8, 2, 21)), x[1], p0);
+            p1 = MAD(ONE_PLUS(bits_to(qb, 8, 4, 17) | bits_to(qh, 10, 2, 21)), x[33], p1);
+            p2 = MAD(ONE_PLUS(bits_to(qa, 12, 4, 17) | bits_to(qh, 12, 2, 21)), x[65], p2);
+            p3 = MAD(ONE_PLUS(bits_to(qb, 12, 4, 17) | bits_to(qh, 14, 2, 21)), x[97], p3);
+        }
+        /* per quarter: sum (q - 32) x = 64 (p - sx) - 32 sx, times its signed scale byte
+         * (flipping the sign bit gives it plus 128) */
+        rv_f s = (RV_CVT_F(rp_byte(b, s0) ^ 0x80u) - 128.0f) * ((p0 - sx[0]) * 64.0f - 32.0f * sx[0]);
+        s = MAD(RV_CVT_F(rp_byte(b, s0 + 2) ^ 0x80u) - 128.0f, (p1 - sx[1]) * 64.0f - 32.0f * sx[1], s);
+        s = MAD(RV_CVT_F(rp_byte(b, s0 + 4) ^ 0x80u) - 128.0f, (p2 - sx[2]) * 64.0f - 32.0f * sx[2], s);
+        s = MAD(RV_CVT_F(rp_byte(b, s0 + 6) ^ 0x80u) - 128.0f, (p3 - sx[3]) * 64.0f - 32.0f * sx[3], s);
+        acc = MAD(d, s, acc);
+    }
+    return acc;
+}
+
+DEVFN void mr_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows,
+                   int n_cols, GLOBAL const float *x, u64 x_off)
+{
+    int g = GLOBAL_ID(0);
+    if (g * RP_ROWS >= n_rows)
+        return;
+    const int qk = type_qk(T), bw = type_bs(T) / 2;     /* elements and words per block */
+    int nb = n_cols / qk;
+    GLOBAL const u16 *grp = (GLOBAL const u16 *)w + (u64)g * RP_ROWS * nb * bw;
+    rv_f acc = RV_F(0.0f);
+    for (int j = 0; j < nb; j++) {
+        GLOBAL const u16 *b = grp + (u64)j * bw * RP_ROWS;
+        GLOBAL const float *xb = x + x_off + (u64)j * qk;
+        /* the hardware prefetchers alone leave a CPU core waiting on DRAM between blocks
+         * (9.3 GB/s on 2 cores; 16 with this: 8960x1536 Q4_0, weights not in cache) */
+        for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)
+            PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
+        if (T == T_Q4_0 || T == T_Q4_1)
+            acc = rp_q4_legacy(T, b, xb, acc);
+        else if (T == T_Q8_0)
+            acc = rp_q8_0(b, xb, acc);
+        else if (T == T_Q4_K)
+            acc = rp_q4_k(b, xb, acc);
+        else
+            acc = rp_q6_k(b, xb, acc);
+    }
+    float out[RP_ROWS];
+    RV_STORE(acc, out);
+    for (int r = 0; r < RP_ROWS; r++)
+        if (g * RP_ROWS + r < n_rows)
+            y[y_off + (u64)g * RP_ROWS + r] = out[r];
+}
+
+#define MR_KERNEL(name, T)                                                                    \
+    KERNEL name(GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows, int n_cols,       \
+                GLOBAL const float *x, u64 x_off)                                             \
+    {                                                                                         \
+        mr_body(T, y, y_off, w, n_rows, n_cols, x, x_off);                                    \
+    }
+
+MR_KERNEL(mr_q4_0, T_Q4_0)
+MR_KERNEL(mr_q4_1, T_Q4_1)
+MR_KERNEL(mr_q8_0, T_Q8_0)
+MR_KERNEL(mr_q4_k, T_Q4_K)
+MR_KERNEL(mr_q6_k, T_Q6_K)
+
+/* The row packs of a matrix: src (rows of row_bytes bytes, the first words_per_row words of
+ * each are its blocks) into dst in the layout above. Work-item (w, g) moves word w of the
+ * RP_ROWS rows of group g; rows past n_rows become zeros. Launch: global (words_per_row,
+ * groups), any local size. */
+KERNEL rp_pack(GLOBAL u16 *dst, GLOBAL const u8 *src, u64 src_off, u64 row_bytes,
+               int words_per_row, int n_rows)
+{
+    int w = GLOBAL_ID(0), g = GLOBAL_ID(1);
+    if (w >= words_per_row)
+        return;
+    GLOBAL u16 *d = dst + ((u64)g * words_per_row + w) * RP_ROWS;
+    for (int r = 0; r < RP_ROWS; r++) {
+        int row = g * RP_ROWS + r;
+        d[r] = row < n_rows ? ((GLOBAL const u16 *)(src + src_off + (u64)row * row_bytes))[w]
+                            : (u16)0;
+    }
+}
