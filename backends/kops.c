@@ -51,7 +51,8 @@ const char *kops_kernel_name(int slot, char *buf, size_t n)
         "rmsnorm",       "eltwise",      "rope",          "kv_f32_store",  "kv_f16_store",
         "kv_f32_attn",   "kv_f16_attn",  "mla_f32_store", "mla_f16_store", "mla_f32_attn",
         "mla_f16_attn",  "moe_route",    "rp_pack",       "mr_q4_0",       "mr_q4_1",
-        "mr_q8_0",       "mr_q4_k",      "mr_q6_k",
+        "mr_q8_0",       "mr_q4_k",      "mr_q6_k",       "mrt_q4_0",      "mrt_q4_1",
+        "mrt_q8_0",      "mrt_q4_k",     "mrt_q6_k",
     };
     if (slot < KOPS_RMSNORM)
         snprintf(buf, n, "%s_%s", typed[slot / KOPS_N_TYPES], types[slot % KOPS_N_TYPES].suffix);
@@ -62,10 +63,9 @@ const char *kops_kernel_name(int slot, char *buf, size_t n)
 
 int kops_mr_index(enum porta_dtype t)
 {
-    static const enum porta_dtype mr[KOPS_N_KERNELS - KOPS_MR] = { PORTA_Q4_0, PORTA_Q4_1,
-                                                                   PORTA_Q8_0, PORTA_Q4_K,
-                                                                   PORTA_Q6_K };
-    for (int i = 0; i < KOPS_N_KERNELS - KOPS_MR; i++)
+    static const enum porta_dtype mr[KOPS_MRT - KOPS_MR] = { PORTA_Q4_0, PORTA_Q4_1, PORTA_Q8_0,
+                                                             PORTA_Q4_K, PORTA_Q6_K };
+    for (int i = 0; i < KOPS_MRT - KOPS_MR; i++)
         if (mr[i] == t)
             return i;
     return -1;
@@ -262,16 +262,22 @@ int kops_matmul(struct porta_backend *be, struct porta_view y, const struct port
     size_t rows = (size_t)w->n_rows;
     struct kops_launch l;
     const struct kops_pack *pk;
-    if (n_tok == 1 && d->row_packs && w->n_mat == 1 && kops_mr_index(w->type) >= 0 &&
-        (pk = get_pack(be, w, wo))) {
-        l = plan(KOPS_MR + kops_mr_index(w->type), 1,
-                 ceil_div(ceil_div(rows, KOPS_PACK_ROWS), (size_t)d->mr_lsz), 1, 1,
-                 (size_t)d->mr_lsz);
+    if (d->row_packs && w->n_mat == 1 && kops_mr_index(w->type) >= 0 &&
+        (n_tok == 1 || d->prefill_packs) && (pk = get_pack(be, w, wo))) {
+        size_t groups = ceil_div(rows, KOPS_PACK_ROWS);
+        if (n_tok == 1)
+            l = plan(KOPS_MR + kops_mr_index(w->type), 1, ceil_div(groups, (size_t)d->mr_lsz), 1,
+                     1, (size_t)d->mr_lsz);
+        else
+            l = plan(KOPS_MRT + kops_mr_index(w->type), 2, ceil_div(groups, (size_t)d->mr_lsz),
+                     ceil_div((size_t)n_tok, (size_t)d->mrt_tok), 1, (size_t)d->mr_lsz);
         kops_a_at(&l, y.buf, yo);
         kops_a_buf(&l, pk->buf);
         kops_a_i32(&l, (int32_t)w->n_rows);
         kops_a_i32(&l, (int32_t)w->n_cols);
         kops_a_at(&l, x.buf, xo);
+        if (n_tok > 1)
+            kops_a_i32(&l, n_tok);
         return d->launch(d->ctx, &l);
     }
     if (n_tok == 1)

@@ -39,7 +39,8 @@ enum kops_kernel {
     KOPS_MOE_ROUTE = KOPS_MLA_ATTN + 2,
     KOPS_RP_PACK,   /* matvec_rows.cl: a matrix into row packs */
     KOPS_MR,        /* + kops_mr_index(type): matvec_rows.cl mr_<type>, one token over row packs */
-    KOPS_N_KERNELS = KOPS_MR + 5
+    KOPS_MRT = KOPS_MR + 5,     /* + kops_mr_index(type): mrt_<type>, several tokens over them */
+    KOPS_N_KERNELS = KOPS_MRT + 5
 };
 
 /* The index of a weight type among the types with kernels, or -1. */
@@ -157,6 +158,7 @@ struct kops_dev {
     size_t max_rows;                /* rmsnorm rows per launch (a grid limit), >= 1 */
     int mv_lsz, mv_rows;            /* matvec work-group and the rows it owns */
     int mr_lsz;                     /* mr_ work-group (row packs: a group per work-item) */
+    int mrt_tok;                    /* tokens per work-item of mrt_ (matvec_rows.cl's MRT_TOK) */
     int mt_tok;                     /* tokens per work-item of mt_ */
     int mm_min_tok;                 /* from this many tokens: the prefill kernel below */
     bool prefill_mm;                /* prefill with mm_ (tiles), else with mt_ */
@@ -165,6 +167,7 @@ struct kops_dev {
     int elt_per;                    /* elements per work-item of eltwise */
     bool rope_all_heads;            /* one work-item walks every head of a token */
     bool row_packs;                 /* one-token products over row packs where a type has them */
+    bool prefill_packs;             /* and the products of several tokens (mrt_) */
     /* kops' own state (zero at open): the row packs made so far */
     struct kops_pack *packs;
     int n_packs, cap_packs, pack_hint;

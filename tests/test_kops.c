@@ -129,7 +129,9 @@ START_TEST(test_kernel_names)
     ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q4_0)), "mr_q4_0");
     ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q8_0)), "mr_q8_0");
     ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q4_K)), "mr_q4_k");
-    ck_assert_int_eq(KOPS_MR + kops_mr_index(PORTA_Q6_K), KOPS_N_KERNELS - 1);
+    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q6_K)), "mr_q6_k");
+    ck_assert_str_eq(kname(KOPS_MRT + kops_mr_index(PORTA_Q4_1)), "mrt_q4_1");
+    ck_assert_int_eq(KOPS_MRT + kops_mr_index(PORTA_Q6_K), KOPS_N_KERNELS - 1);
     ck_assert_int_lt(kops_mr_index(PORTA_F16), 0);
     ck_assert_int_eq(kops_type_index(PORTA_Q4_K), 10);
     ck_assert_int_lt(kops_type_index(PORTA_I32), 0);
@@ -266,6 +268,18 @@ START_TEST(test_row_packs)
     ck_assert_str_eq(kname(g_rec.l[7].kernel), "mv_q5_0");
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 2), 0);
     ck_assert_str_eq(kname(g_rec.l[8].kernel), "mt_q4_0");
+    ck_assert_int_eq(g_bufs.n_made, 3);
+    /* with prefill over packs: mrt_, mrt_tok tokens per work-item, the same packs */
+    g_ctx.d.prefill_packs = true;
+    g_ctx.d.mrt_tok = 8;
+    ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 20), 0);
+    l = &g_rec.l[9];
+    ck_assert_str_eq(kname(l->kernel), "mrt_q4_0");
+    ck_assert_uint_eq(l->groups[0], 2);
+    ck_assert_uint_eq(l->groups[1], 3);                 /* 20 tokens, 8 per work-item */
+    ck_assert_int_eq(l->na, 8);
+    ck_assert_ptr_eq(l->a[2].v.buf, &g_bufs.made[1]);
+    ck_assert_int_eq(l->a[7].v.i32, 20);
     ck_assert_int_eq(g_bufs.n_made, 3);
     /* freeing the source drops both of its matrices' packs */
     kops_drop_packs(&g_be, &B1, 0, 0);

@@ -341,6 +341,10 @@ static void pick_shapes(struct cl_ctx *c, bool clblast)
     /* one-token products over row packs (matvec_rows.cl): 1.8-2.3x mv_'s decode rate on PoCL */
     d->row_packs = cpu && kops_env_int("PORTA_OPENCL_ROW_PACKS", 1) != 0;
     d->mr_lsz = 4;
+    d->prefill_packs = d->row_packs && kops_env_int("PORTA_OPENCL_PREFILL_PACKS", 1) != 0;
+    d->mrt_tok = kops_env_int("PORTA_OPENCL_MRT_TOK", 8);
+    if (d->mrt_tok < 1 || d->mrt_tok > 32)
+        d->mrt_tok = 8;
     const char *g = getenv("PORTA_OPENCL_GEMM");
     if (g && strcmp(g, "mt") == 0)
         c->prefill = PF_MT;
@@ -407,8 +411,9 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
     const char *extra = getenv("PORTA_OPENCL_BUILD_OPTS");   /* for tuning: appended */
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -DMM_TR=%d -DMM_TT=%d -DMM_MR=%d -DMM_MT=%d -DMM_TOK_CONTIG=%d "
-             "-DMT_TOK=%d -DMV_ROWS=%d -DELT_PER=%d%s%s%.200s",
-             c->mm.tr, c->mm.tt, c->mm.mr, c->mm.mt, c->mm.contig, c->kd.mt_tok, c->kd.mv_rows,
+             "-DMT_TOK=%d -DMRT_TOK=%d -DMV_ROWS=%d -DELT_PER=%d%s%s%.200s",
+             c->mm.tr, c->mm.tt, c->mm.mr, c->mm.mt, c->mm.contig, c->kd.mt_tok, c->kd.mrt_tok,
+             c->kd.mv_rows,
              c->kd.elt_per,
              c->cpu_shapes ? " -DPORTA_SOFT_HALF -DATT_DIM_CONTIG=1 -DMV_SOLO=1 -DROPE_ALL_HEADS=1"
                            : "",

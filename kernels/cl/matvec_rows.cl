@@ -38,8 +38,26 @@ DEVFN rv_u bits_to(rv_u v, const int from, const int n, const int to)
     return (v >> (u32)(from - to)) & m;
 }
 
+/* nibble i (bits 4i .. 4i+3) of q as 1 + nibble / 16 */
+DEVFN rv_f nib4(rv_u q, const int i) { return ONE_PLUS(bits_to(q, 4 * i, 4, 19)); }
+
+/* Q6_K: the nibble at bit nb of ql with bits hb, hb + 1 of qh above it, as 1 + q / 64 */
+DEVFN rv_f q6v(rv_u ql, const int nb, rv_u qh, const int hb)
+{
+    return ONE_PLUS(bits_to(ql, nb, 4, 17) | bits_to(qh, hb, 2, 21));
+}
+
 /* byte i of the group's block at b, for all its rows */
-DEVFN rv_u rp_byte(GLOBAL const u16 *b, const int i) { return (RPV(b, i >> 1) >> (u32)(8 * (i & 1))) & 255u; }
+DEVFN rv_u rp_byte(GLOBAL const u16 *b, const int i)
+{
+    return (RPV(b, i >> 1) >> (u32)(8 * (i & 1))) & 255u;
+}
+
+/* Q6_K: signed scale byte i (flipping the sign bit gives it plus 128) */
+DEVFN rv_f q6_scale(GLOBAL const u16 *b, const int i)
+{
+    return RV_CVT_F(rp_byte(b, i) ^ 0x80u) - 128.0f;
+}
 
 /* half_bits_to_float (dequant.h) of every lane */
 DEVFN rv_f rv_half_to_float(rv_u h)
@@ -75,10 +93,10 @@ DEVFN rv_f rp_q4_legacy(const int T, GLOBAL const u16 *b, GLOBAL const float *xb
     float sx = sum_x(xb, 32);
     for (int k = 0; k < 8; k++) {
         rv_u q = RPV(b, q0 + k);
-        pa = MAD(ONE_PLUS(bits_to(q, 0, 4, 19)), xb[2 * k], pa);
-        pb = MAD(ONE_PLUS(bits_to(q, 4, 4, 19)), xb[2 * k + 16], pb);
-        pc = MAD(ONE_PLUS(bits_to(q, 8, 4, 19)), xb[2 * k + 1], pc);
-        pd = MAD(ONE_PLUS(bits_to(q, 12, 4, 19)), xb[2 * k + 17], pd);
+        pa = MAD(nib4(q, 0), xb[2 * k], pa);
+        pb = MAD(nib4(q, 1), xb[2 * k + 16], pb);
+        pc = MAD(nib4(q, 2), xb[2 * k + 1], pc);
+        pd = MAD(nib4(q, 3), xb[2 * k + 17], pd);
     }
     rv_f qx = (((pa + pb) + (pc + pd)) - sx) * 16.0f;          /* sum q x */
     if (T == T_Q4_0)
@@ -131,10 +149,10 @@ DEVFN rv_f rp_q4_k(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
         rv_f pa = RV_F(0.0f), pb = pa, pc = pa, pd = pa;
         for (int k = 0; k < 16; k++) {
             rv_u q = RPV(b, 8 + 16 * c + k);
-            pa = MAD(ONE_PLUS(bits_to(q, 0, 4, 19)), xc[2 * k], pa);
-            pb = MAD(ONE_PLUS(bits_to(q, 4, 4, 19)), xc[2 * k + 32], pb);
-            pc = MAD(ONE_PLUS(bits_to(q, 8, 4, 19)), xc[2 * k + 1], pc);
-            pd = MAD(ONE_PLUS(bits_to(q, 12, 4, 19)), xc[2 * k + 33], pd);
+            pa = MAD(nib4(q, 0), xc[2 * k], pa);
+            pb = MAD(nib4(q, 1), xc[2 * k + 32], pb);
+            pc = MAD(nib4(q, 2), xc[2 * k + 1], pc);
+            pd = MAD(nib4(q, 3), xc[2 * k + 33], pd);
         }
         rv_f qlo = ((pa + pc) - slo) * 16.0f, qhi = ((pb + pd) - shi) * 16.0f;
         rv_f dq = MAD(RV_CVT_F(sl), qlo, RV_CVT_F(sh) * qhi);
@@ -153,7 +171,8 @@ DEVFN rv_f rp_q6_k(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
     UNROLL      /* the word and scale numbers become constants */
     for (int hs = 0; hs < 4; hs++) {    /* half h = hs >> 1, elements l0 .. l0 + 15 of it */
         const int h = hs >> 1, l0 = 16 * (hs & 1);
-        const int wl = (64 * h + l0) / 2, wh = 64 + (32 * h + l0) / 2, s0 = 192 + 8 * h + (hs & 1);
+        const int wl = (64 * h + l0) / 2, wh = 64 + (32 * h + l0) / 2;
+        const int s0 = 192 + 8 * h + (hs & 1);
         GLOBAL const float *xh = xb + 128 * h + l0;
         float sx[4];
         UNROLL
@@ -163,21 +182,20 @@ DEVFN rv_f rp_q6_k(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
         for (int lw = 0; lw < 8; lw++) {    /* elements 2 lw (byte 0 of words) and 2 lw + 1 */
             rv_u qa = RPV(b, wl + lw), qb = RPV(b, wl + 16 + lw), qh = RPV(b, wh + lw);
             GLOBAL const float *x = xh + 2 * lw;
-            p0 = MAD(ONE_PLUS(bits_to(qa, 0, 4, 17) | bits_to(qh, 0, 2, 21)), x[0], p0);
-            p1 = MAD(ONE_PLUS(bits_to(qb, 0, 4, 17) | bits_to(qh, 2, 2, 21)), x[32], p1);
-            p2 = MAD(ONE_PLUS(bits_to(qa, 4, 4, 17) | bits_to(qh, 4, 2, 21)), x[64], p2);
-            p3 = MAD(ONE_PLUS(bits_to(qb, 4, 4, 17) | bits_to(qh, 6, 2, 21)), x[96], p3);
-            p0 = MAD(ONE_PLUS(bits_to(qa, 8, 4, 17) | bits_to(qh, 8, 2, 21)), x[1], p0);
-            p1 = MAD(ONE_PLUS(bits_to(qb, 8, 4, 17) | bits_to(qh, 10, 2, 21)), x[33], p1);
-            p2 = MAD(ONE_PLUS(bits_to(qa, 12, 4, 17) | bits_to(qh, 12, 2, 21)), x[65], p2);
-            p3 = MAD(ONE_PLUS(bits_to(qb, 12, 4, 17) | bits_to(qh, 14, 2, 21)), x[97], p3);
+            p0 = MAD(q6v(qa, 0, qh, 0), x[0], p0);
+            p1 = MAD(q6v(qb, 0, qh, 2), x[32], p1);
+            p2 = MAD(q6v(qa, 4, qh, 4), x[64], p2);
+            p3 = MAD(q6v(qb, 4, qh, 6), x[96], p3);
+            p0 = MAD(q6v(qa, 8, qh, 8), x[1], p0);
+            p1 = MAD(q6v(qb, 8, qh, 10), x[33], p1);
+            p2 = MAD(q6v(qa, 12, qh, 12), x[65], p2);
+            p3 = MAD(q6v(qb, 12, qh, 14), x[97], p3);
         }
-        /* per quarter: sum (q - 32) x = 64 (p - sx) - 32 sx, times its signed scale byte
-         * (flipping the sign bit gives it plus 128) */
-        rv_f s = (RV_CVT_F(rp_byte(b, s0) ^ 0x80u) - 128.0f) * ((p0 - sx[0]) * 64.0f - 32.0f * sx[0]);
-        s = MAD(RV_CVT_F(rp_byte(b, s0 + 2) ^ 0x80u) - 128.0f, (p1 - sx[1]) * 64.0f - 32.0f * sx[1], s);
-        s = MAD(RV_CVT_F(rp_byte(b, s0 + 4) ^ 0x80u) - 128.0f, (p2 - sx[2]) * 64.0f - 32.0f * sx[2], s);
-        s = MAD(RV_CVT_F(rp_byte(b, s0 + 6) ^ 0x80u) - 128.0f, (p3 - sx[3]) * 64.0f - 32.0f * sx[3], s);
+        /* per quarter: sum (q - 32) x = 64 (p - sx) - 32 sx, times its signed scale */
+        rv_f s = q6_scale(b, s0) * ((p0 - sx[0]) * 64.0f - 32.0f * sx[0]);
+        s = MAD(q6_scale(b, s0 + 2), (p1 - sx[1]) * 64.0f - 32.0f * sx[1], s);
+        s = MAD(q6_scale(b, s0 + 4), (p2 - sx[2]) * 64.0f - 32.0f * sx[2], s);
+        s = MAD(q6_scale(b, s0 + 6), (p3 - sx[3]) * 64.0f - 32.0f * sx[3], s);
         acc = MAD(d, s, acc);
     }
     return acc;
@@ -228,6 +246,157 @@ MR_KERNEL(mr_q4_1, T_Q4_1)
 MR_KERNEL(mr_q8_0, T_Q8_0)
 MR_KERNEL(mr_q4_k, T_Q4_K)
 MR_KERNEL(mr_q6_k, T_Q6_K)
+
+/* ---- several tokens (prefill): mrt_<type> ----
+ * A work-item multiplies its group's RP_ROWS rows with MRT_TOK tokens: each word of a block is
+ * decoded once into dequantized row vectors v = ONE_PLUS(q) * A + B (A, B per block or unit and
+ * row, so that v is the element's value) and multiplied with every token's x. Grid dim 1 is the
+ * token block; a token past n_tok reads the last one and is not stored. */
+#ifndef MRT_TOK
+#define MRT_TOK 8
+#endif
+
+/* acc[t] += v * x[t][e] for the work-item's tokens */
+DEVFN void rt_fma(rv_f *acc, rv_f v, GLOBAL const float **xt, int e)
+{
+    UNROLL
+    for (int t = 0; t < MRT_TOK; t++)
+        acc[t] = MAD(v, xt[t][e], acc[t]);
+}
+
+/* the four nibbles of each of the n words from word w0 on: nibble 0 and 2 (low nibbles of the
+ * word's bytes) are elements e0 + 2k and e0 + 2k + 1, nibbles 1 and 3 the same plus eh */
+DEVFN void rt_nibbles(GLOBAL const u16 *b, int w0, int n, rv_f A, rv_f B, GLOBAL const float **xt,
+                      int e0, int eh, rv_f *acc)
+{
+    for (int k = 0; k < n; k++) {
+        rv_u q = RPV(b, w0 + k);
+        rt_fma(acc, MAD(nib4(q, 0), A, B), xt, e0 + 2 * k);
+        rt_fma(acc, MAD(nib4(q, 1), A, B), xt, e0 + 2 * k + eh);
+        rt_fma(acc, MAD(nib4(q, 2), A, B), xt, e0 + 2 * k + 1);
+        rt_fma(acc, MAD(nib4(q, 3), A, B), xt, e0 + 2 * k + 1 + eh);
+    }
+}
+
+/* the block at b (elements c0 .. of the row) times the tokens */
+DEVFN void rt_block(const int T, GLOBAL const u16 *b, GLOBAL const float **xt, int c0, rv_f *acc)
+{
+    if (T == T_Q4_0 || T == T_Q4_1) {
+        /* 16 d (1 + q / 16) - 24 d = d (q - 8); Q4_1: 16 d (1 + q / 16) + m - 16 d = d q + m */
+        rv_f d = rv_half_to_float(RPV(b, 0)), A = d * 16.0f;
+        rv_f B = T == T_Q4_0 ? d * -24.0f : rv_half_to_float(RPV(b, 1)) - A;
+        rt_nibbles(b, T == T_Q4_0 ? 1 : 2, 8, A, B, xt, c0, 16, acc);
+    } else if (T == T_Q8_0) {
+        /* 256 d (1 + (q + 128) / 256) - 384 d = d q */
+        rv_f d = rv_half_to_float(RPV(b, 0)), A = d * 256.0f, B = d * -384.0f;
+        for (int k = 0; k < 16; k++) {
+            rv_u q = RPV(b, 1 + k) ^ 0x8080u;
+            rt_fma(acc, MAD(ONE_PLUS(bits_to(q, 0, 8, 15)), A, B), xt, c0 + 2 * k);
+            rt_fma(acc, MAD(ONE_PLUS(bits_to(q, 8, 8, 15)), A, B), xt, c0 + 2 * k + 1);
+        }
+    } else if (T == T_Q4_K) {
+        rv_f d = rv_half_to_float(RPV(b, 0)), dmin = rv_half_to_float(RPV(b, 1));
+        UNROLL
+        for (int c = 0; c < 4; c++) {
+            const int j = 2 * c;
+            rv_u sl, ml, sh, mh;
+            if (j < 4) {
+                sl = rp_byte(b, 4 + j) & 63u;
+                ml = rp_byte(b, 4 + j + 4) & 63u;
+                sh = rp_byte(b, 4 + j + 1) & 63u;
+                mh = rp_byte(b, 4 + j + 5) & 63u;
+            } else {
+                sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
+                ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
+                sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
+                mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
+            }
+            /* unit j: ds q - dm = 16 ds (1 + q / 16) - 16 ds - dm; the low nibbles of chunk c's
+             * bytes are unit j, the high ones unit j + 1 */
+            rv_f al = d * RV_CVT_F(sl) * 16.0f, ah = d * RV_CVT_F(sh) * 16.0f;
+            rv_f bl = al * -1.0f - dmin * RV_CVT_F(ml);
+            rv_f bh = ah * -1.0f - dmin * RV_CVT_F(mh);
+            for (int k = 0; k < 16; k++) {
+                rv_u q = RPV(b, 8 + 16 * c + k);
+                int e = c0 + 64 * c + 2 * k;
+                rt_fma(acc, MAD(nib4(q, 0), al, bl), xt, e);
+                rt_fma(acc, MAD(nib4(q, 1), ah, bh), xt, e + 32);
+                rt_fma(acc, MAD(nib4(q, 2), al, bl), xt, e + 1);
+                rt_fma(acc, MAD(nib4(q, 3), ah, bh), xt, e + 33);
+            }
+        }
+    } else {    /* T_Q6_K: d sc (q - 32) = 64 d sc (1 + q / 64) - 96 d sc */
+        rv_f d = rv_half_to_float(RPV(b, 104));
+        UNROLL
+        for (int hs = 0; hs < 4; hs++) {
+            const int h = hs >> 1, l0 = 16 * (hs & 1);
+            const int wl = (64 * h + l0) / 2, wh = 64 + (32 * h + l0) / 2;
+            const int s0 = 192 + 8 * h + (hs & 1);
+            rv_f a[4], bb[4];
+            UNROLL
+            for (int k = 0; k < 4; k++) {
+                a[k] = d * q6_scale(b, s0 + 2 * k) * 64.0f;
+                bb[k] = a[k] * -1.5f;
+            }
+            int e = c0 + 128 * h + l0;
+            for (int lw = 0; lw < 8; lw++, e += 2) {
+                rv_u qa = RPV(b, wl + lw), qb = RPV(b, wl + 16 + lw), qh = RPV(b, wh + lw);
+                rt_fma(acc, MAD(q6v(qa, 0, qh, 0), a[0], bb[0]), xt, e);
+                rt_fma(acc, MAD(q6v(qb, 0, qh, 2), a[1], bb[1]), xt, e + 32);
+                rt_fma(acc, MAD(q6v(qa, 4, qh, 4), a[2], bb[2]), xt, e + 64);
+                rt_fma(acc, MAD(q6v(qb, 4, qh, 6), a[3], bb[3]), xt, e + 96);
+                rt_fma(acc, MAD(q6v(qa, 8, qh, 8), a[0], bb[0]), xt, e + 1);
+                rt_fma(acc, MAD(q6v(qb, 8, qh, 10), a[1], bb[1]), xt, e + 33);
+                rt_fma(acc, MAD(q6v(qa, 12, qh, 12), a[2], bb[2]), xt, e + 65);
+                rt_fma(acc, MAD(q6v(qb, 12, qh, 14), a[3], bb[3]), xt, e + 97);
+            }
+        }
+    }
+}
+
+DEVFN void mrt_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows,
+                    int n_cols, GLOBAL const float *x, u64 x_off, int n_tok)
+{
+    int g = GLOBAL_ID(0), tok0 = GROUP_ID(1) * MRT_TOK;
+    if (g * RP_ROWS >= n_rows)
+        return;
+    const int qk = type_qk(T), bw = type_bs(T) / 2;
+    int nb = n_cols / qk;
+    GLOBAL const u16 *grp = (GLOBAL const u16 *)w + (u64)g * RP_ROWS * nb * bw;
+    GLOBAL const float *xt[MRT_TOK];
+    rv_f acc[MRT_TOK];
+    UNROLL
+    for (int t = 0; t < MRT_TOK; t++) {
+        int tok = tok0 + t < n_tok ? tok0 + t : n_tok - 1;
+        xt[t] = x + x_off + (u64)tok * n_cols;
+        acc[t] = RV_F(0.0f);
+    }
+    for (int j = 0; j < nb; j++)
+        rt_block(T, grp + (u64)j * bw * RP_ROWS, xt, j * qk, acc);
+    for (int t = 0; t < MRT_TOK; t++) {
+        if (tok0 + t >= n_tok)
+            break;
+        float out[RP_ROWS];
+        RV_STORE(acc[t], out);
+        GLOBAL float *yt = y + y_off + (u64)(tok0 + t) * n_rows + (u64)g * RP_ROWS;
+        for (int r = 0; r < RP_ROWS; r++)
+            if (g * RP_ROWS + r < n_rows)
+                yt[r] = out[r];
+    }
+}
+
+#define MRT_KERNEL(name, T)                                                                   \
+    KERNEL name(GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows, int n_cols,       \
+                GLOBAL const float *x, u64 x_off, int n_tok)                                  \
+    {                                                                                         \
+        mrt_body(T, y, y_off, w, n_rows, n_cols, x, x_off, n_tok);                            \
+    }
+
+MRT_KERNEL(mrt_q4_0, T_Q4_0)
+MRT_KERNEL(mrt_q4_1, T_Q4_1)
+MRT_KERNEL(mrt_q8_0, T_Q8_0)
+MRT_KERNEL(mrt_q4_k, T_Q4_K)
+MRT_KERNEL(mrt_q6_k, T_Q6_K)
 
 /* The row packs of a matrix: src (rows of row_bytes bytes, the first words_per_row words of
  * each are its blocks) into dst in the layout above. Work-item (w, g) moves word w of the
