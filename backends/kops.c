@@ -46,29 +46,18 @@ int kops_typed_slot(enum kops_typed kind, enum porta_dtype t)
 
 const char *kops_kernel_name(int slot, char *buf, size_t n)
 {
-    static const char *const typed[KOPS_N_TYPED] = { "mv", "mt", "mm", "emb", "deq", "me" };
+    static const char *const typed[KOPS_N_TYPED] = { "mv", "mt", "mm", "emb", "deq", "me",
+                                                     "mr", "mrt" };
     static const char *const other[KOPS_N_KERNELS - KOPS_RMSNORM] = {
         "rmsnorm",       "eltwise",      "rope",          "kv_f32_store",  "kv_f16_store",
         "kv_f32_attn",   "kv_f16_attn",  "mla_f32_store", "mla_f16_store", "mla_f32_attn",
-        "mla_f16_attn",  "moe_route",    "rp_pack",       "mr_q4_0",       "mr_q4_1",
-        "mr_q8_0",       "mr_q4_k",      "mr_q6_k",       "mrt_q4_0",      "mrt_q4_1",
-        "mrt_q8_0",      "mrt_q4_k",     "mrt_q6_k",
+        "mla_f16_attn",  "moe_route",    "rp_pack",
     };
     if (slot < KOPS_RMSNORM)
         snprintf(buf, n, "%s_%s", typed[slot / KOPS_N_TYPES], types[slot % KOPS_N_TYPES].suffix);
     else
         snprintf(buf, n, "%s", other[slot - KOPS_RMSNORM]);
     return buf;
-}
-
-int kops_mr_index(enum porta_dtype t)
-{
-    static const enum porta_dtype mr[KOPS_MRT - KOPS_MR] = { PORTA_Q4_0, PORTA_Q4_1, PORTA_Q8_0,
-                                                             PORTA_Q4_K, PORTA_Q6_K };
-    for (int i = 0; i < KOPS_MRT - KOPS_MR; i++)
-        if (mr[i] == t)
-            return i;
-    return -1;
 }
 
 int kops_get_kernels(void *ctx, int (*get)(void *ctx, int slot, const char *name))
@@ -262,22 +251,23 @@ int kops_matmul(struct porta_backend *be, struct porta_view y, const struct port
     size_t rows = (size_t)w->n_rows;
     struct kops_launch l;
     const struct kops_pack *pk;
-    if (d->row_packs && w->n_mat == 1 && kops_mr_index(w->type) >= 0 &&
-        (n_tok == 1 || d->prefill_packs) && (pk = get_pack(be, w, wo))) {
+    bool plain = w->type == PORTA_F32 || w->type == PORTA_F16 || w->type == PORTA_BF16;
+    if (d->row_packs && w->n_mat == 1 && (n_tok == 1 || d->prefill_packs) &&
+        (!plain || w->n_cols % 8 == 0) && (pk = get_pack(be, w, wo))) {
+        /* (plain types: blocks of 8 elements in the kernels, no partial one) */
         size_t groups = ceil_div(rows, KOPS_PACK_ROWS);
         if (n_tok == 1)
-            l = plan(KOPS_MR + kops_mr_index(w->type), 1, ceil_div(groups, (size_t)d->mr_lsz), 1,
-                     1, (size_t)d->mr_lsz);
+            l = plan(kops_typed_slot(KOPS_MR, w->type), 1, ceil_div(groups, (size_t)d->mr_lsz),
+                     1, 1, (size_t)d->mr_lsz);
         else
-            l = plan(KOPS_MRT + kops_mr_index(w->type), 2, ceil_div(groups, (size_t)d->mr_lsz),
+            l = plan(kops_typed_slot(KOPS_MRT, w->type), 2, ceil_div(groups, (size_t)d->mr_lsz),
                      ceil_div((size_t)n_tok, (size_t)d->mrt_tok), 1, (size_t)d->mr_lsz);
         kops_a_at(&l, y.buf, yo);
         kops_a_buf(&l, pk->buf);
         kops_a_i32(&l, (int32_t)w->n_rows);
         kops_a_i32(&l, (int32_t)w->n_cols);
         kops_a_at(&l, x.buf, xo);
-        if (n_tok > 1)
-            kops_a_i32(&l, n_tok);
+        kops_a_i32(&l, n_tok);
         return d->launch(d->ctx, &l);
     }
     if (n_tok == 1)

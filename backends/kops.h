@@ -24,6 +24,8 @@ enum kops_typed {
     KOPS_EMB,       /* embed.cl emb_: rows of a weight by token id */
     KOPS_DEQ,       /* embed.cl deq_: rows dequantized to float (CLBlast's input) */
     KOPS_ME,        /* matvec.cl me_: mixture-of-experts products */
+    KOPS_MR,        /* matvec_rows.cl mr_: one token over row packs */
+    KOPS_MRT,       /* matvec_rows.cl mrt_: mrt_tok tokens per work-item over row packs */
     KOPS_N_TYPED
 };
 /* The others, numbered after the typed ones. The kv and mla kernels come as an F32 and an F16
@@ -38,9 +40,7 @@ enum kops_kernel {
     KOPS_MLA_ATTN = KOPS_MLA_STORE + 2,
     KOPS_MOE_ROUTE = KOPS_MLA_ATTN + 2,
     KOPS_RP_PACK,   /* matvec_rows.cl: a matrix into row packs */
-    KOPS_MR,        /* + kops_mr_index(type): matvec_rows.cl mr_<type>, one token over row packs */
-    KOPS_MRT = KOPS_MR + 5,     /* + kops_mr_index(type): mrt_<type>, several tokens over them */
-    KOPS_N_KERNELS = KOPS_MRT + 5
+    KOPS_N_KERNELS
 };
 
 /* The index of a weight type among the types with kernels, or -1. */
@@ -52,9 +52,6 @@ int kops_type_sub(enum porta_dtype t);
 int kops_typed_slot(enum kops_typed kind, enum porta_dtype t);
 /* The kernel function's name of a slot, written to buf. */
 const char *kops_kernel_name(int slot, char *buf, size_t n);
-
-/* The index of a weight type among those with mr_ kernels (row packs), or -1. */
-int kops_mr_index(enum porta_dtype t);
 
 /* Calls get(ctx, slot, name) for every kernel slot, in order; stops at the first error and
  * returns it (0 when all succeed). How a backend fetches its kernel handles. */

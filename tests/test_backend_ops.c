@@ -192,6 +192,10 @@ START_TEST(test_matmul)
          * takes 8 tokens a pass, the others 4) */
         run_matmul(be, targets[_i].label, t, 37, c1, 2);
         run_matmul(be, targets[_i].label, t, 21, c2, 14);
+        if (blk == 1) {     /* whole blocks of 8 (OpenCL's row packs take those only) */
+            run_matmul(be, targets[_i].label, t, 45, 64, 1);
+            run_matmul(be, targets[_i].label, t, 45, 64, 9);
+        }
     }
     porta_backend_close(be);
 }

@@ -125,14 +125,10 @@ START_TEST(test_kernel_names)
     ck_assert_str_eq(kname(KOPS_KV_STORE + 1), "kv_f16_store");
     ck_assert_str_eq(kname(KOPS_MLA_ATTN), "mla_f32_attn");
     ck_assert_str_eq(kname(KOPS_MOE_ROUTE), "moe_route");
+    ck_assert_str_eq(kname(kops_typed_slot(KOPS_MR, PORTA_Q4_K)), "mr_q4_k");
+    ck_assert_str_eq(kname(kops_typed_slot(KOPS_MRT, PORTA_Q4_1)), "mrt_q4_1");
     ck_assert_str_eq(kname(KOPS_RP_PACK), "rp_pack");
-    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q4_0)), "mr_q4_0");
-    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q8_0)), "mr_q8_0");
-    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q4_K)), "mr_q4_k");
-    ck_assert_str_eq(kname(KOPS_MR + kops_mr_index(PORTA_Q6_K)), "mr_q6_k");
-    ck_assert_str_eq(kname(KOPS_MRT + kops_mr_index(PORTA_Q4_1)), "mrt_q4_1");
-    ck_assert_int_eq(KOPS_MRT + kops_mr_index(PORTA_Q6_K), KOPS_N_KERNELS - 1);
-    ck_assert_int_lt(kops_mr_index(PORTA_F16), 0);
+    ck_assert_int_eq(KOPS_RP_PACK, KOPS_N_KERNELS - 1);
     ck_assert_int_eq(kops_type_index(PORTA_Q4_K), 10);
     ck_assert_int_lt(kops_type_index(PORTA_I32), 0);
     ck_assert_int_eq(kops_type_sub(PORTA_F16), 8);
@@ -236,13 +232,14 @@ START_TEST(test_row_packs)
     ck_assert_str_eq(kname(l[1].kernel), "mr_q4_0");
     ck_assert_uint_eq(l[1].groups[0], 2);              /* 7 groups, 4 work-items each */
     ck_assert_uint_eq(l[1].lsz, 4);
-    ck_assert_int_eq(l[1].na, 7);
+    ck_assert_int_eq(l[1].na, 8);
     ck_assert_ptr_eq(l[1].a[0].v.buf, &B0);
     ck_assert_uint_eq(l[1].a[1].v.u64, 2);
     ck_assert_ptr_eq(l[1].a[2].v.buf, &g_bufs.made[0]);
     ck_assert_int_eq(l[1].a[3].v.i32, 100);
     ck_assert_int_eq(l[1].a[4].v.i32, 64);
     ck_assert_uint_eq(l[1].a[6].v.u64, 1);
+    ck_assert_int_eq(l[1].a[7].v.i32, 1);
     /* the next token reuses the packs */
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);
     ck_assert_int_eq(g_rec.n, 3);
@@ -262,10 +259,11 @@ START_TEST(test_row_packs)
     w2.n_rows = 50;
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w2, V(&B2, 0), 1), 0);
     ck_assert_str_eq(kname(g_rec.l[5].kernel), "rp_pack");
-    /* no mr_ kernel, several tokens, an expert stack: the kernels over the stored rows */
-    struct porta_weight w5 = weight(PORTA_Q5_0, 100, 64);
+    /* a plain type's partial block of 8, or several tokens without prefill over packs: the
+     * kernels over the stored rows */
+    struct porta_weight w5 = weight(PORTA_F16, 100, 37);
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w5, V(&B2, 0), 1), 0);
-    ck_assert_str_eq(kname(g_rec.l[7].kernel), "mv_q5_0");
+    ck_assert_str_eq(kname(g_rec.l[7].kernel), "mv_f16");
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 2), 0);
     ck_assert_str_eq(kname(g_rec.l[8].kernel), "mt_q4_0");
     ck_assert_int_eq(g_bufs.n_made, 3);

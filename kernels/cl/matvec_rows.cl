@@ -236,8 +236,9 @@ DEVFN void mr_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, 
 
 #define MR_KERNEL(name, T)                                                                    \
     KERNEL name(GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows, int n_cols,       \
-                GLOBAL const float *x, u64 x_off)                                             \
+                GLOBAL const float *x, u64 x_off, int n_tok)                                  \
     {                                                                                         \
+        (void)n_tok;            /* one token: the signature of every mr_ and mrt_ kernel */   \
         mr_body(T, y, y_off, w, n_rows, n_cols, x, x_off);                                    \
     }
 
@@ -247,85 +248,186 @@ MR_KERNEL(mr_q8_0, T_Q8_0)
 MR_KERNEL(mr_q4_k, T_Q4_K)
 MR_KERNEL(mr_q6_k, T_Q6_K)
 
-/* ---- several tokens (prefill): mrt_<type> ----
- * A work-item multiplies its group's RP_ROWS rows with MRT_TOK tokens: each word of a block is
+/* ---- any type, any token count: rt_block ----
+ * A work-item multiplies its group's RP_ROWS rows with NT tokens: each word of a block is
  * decoded once into dequantized row vectors v = ONE_PLUS(q) * A + B (A, B per block or unit and
- * row, so that v is the element's value) and multiplied with every token's x. Grid dim 1 is the
- * token block; a token past n_tok reads the last one and is not stored. */
+ * row, so that v is the element's value) and multiplied with every token's x. mrt_<type> (NT =
+ * MRT_TOK, prefill) for the types above, and mr_<type> (NT = 1) for the others, whose decode
+ * has no sum-of-x form here. Grid dim 1 is the token block; a token past n_tok reads the last
+ * one and is not stored. */
 #ifndef MRT_TOK
 #define MRT_TOK 8
 #endif
+#define RT_ACC (MRT_TOK > 4 ? MRT_TOK : 4)
 
-/* acc[t] += v * x[t][e] for the work-item's tokens */
-DEVFN void rt_fma(rv_f *acc, rv_f v, GLOBAL const float **xt, int e)
+/* acc += v x[e] for the NT tokens; with one token, slot (0..3, compile-time) picks one of four
+ * accumulators, so that consecutive products do not wait on each other */
+DEVFN void rt_fma(const int NT, rv_f *acc, rv_f v, GLOBAL const float **xt, int e, const int slot)
 {
-    UNROLL
+    if (NT == 1) {
+        acc[slot] = MAD(v, xt[0][e], acc[slot]);
+        return;
+    }
+    UNROLL      /* a literal trip count: unrolled before NT is known, so acc stays in registers */
     for (int t = 0; t < MRT_TOK; t++)
-        acc[t] = MAD(v, xt[t][e], acc[t]);
+        if (t < NT)
+            acc[t] = MAD(v, xt[t][e], acc[t]);
 }
+
+/* A (1 + q / 2^n) + B for the n-bit value q at bits [23 - n, 23) of bits */
+#define RT_V(bits, A, B) MAD(ONE_PLUS(bits), (A), (B))
 
 /* the four nibbles of each of the n words from word w0 on: nibble 0 and 2 (low nibbles of the
  * word's bytes) are elements e0 + 2k and e0 + 2k + 1, nibbles 1 and 3 the same plus eh */
-DEVFN void rt_nibbles(GLOBAL const u16 *b, int w0, int n, rv_f A, rv_f B, GLOBAL const float **xt,
-                      int e0, int eh, rv_f *acc)
+DEVFN void rt_nibbles(const int NT, GLOBAL const u16 *b, int w0, int n, rv_f A, rv_f B,
+                      GLOBAL const float **xt, int e0, int eh, rv_f *acc)
 {
     for (int k = 0; k < n; k++) {
         rv_u q = RPV(b, w0 + k);
-        rt_fma(acc, MAD(nib4(q, 0), A, B), xt, e0 + 2 * k);
-        rt_fma(acc, MAD(nib4(q, 1), A, B), xt, e0 + 2 * k + eh);
-        rt_fma(acc, MAD(nib4(q, 2), A, B), xt, e0 + 2 * k + 1);
-        rt_fma(acc, MAD(nib4(q, 3), A, B), xt, e0 + 2 * k + 1 + eh);
+        rt_fma(NT, acc, MAD(nib4(q, 0), A, B), xt, e0 + 2 * k, 0);
+        rt_fma(NT, acc, MAD(nib4(q, 1), A, B), xt, e0 + 2 * k + eh, 1);
+        rt_fma(NT, acc, MAD(nib4(q, 2), A, B), xt, e0 + 2 * k + 1, 2);
+        rt_fma(NT, acc, MAD(nib4(q, 3), A, B), xt, e0 + 2 * k + 1 + eh, 3);
     }
 }
 
+/* Q5_0 / Q5_1: 5-bit values, the fifth bit e of the 32-bit qh (words qw, qw + 1) above nibble
+ * e; element k and k + 16 as in Q4 */
+DEVFN void rt_q5_legacy(const int NT, GLOBAL const u16 *b, int qw, rv_f A, rv_f B,
+                        GLOBAL const float **xt, int c0, rv_f *acc)
+{
+    rv_u ql = RPV(b, qw), qh = RPV(b, qw + 1);
+    for (int k = 0; k < 8; k++) {
+        rv_u q = RPV(b, qw + 2 + k), hl = ql >> (u32)(2 * k), hh = qh >> (u32)(2 * k);
+        rt_fma(NT, acc, RT_V(bits_to(q, 0, 4, 18) | bits_to(hl, 0, 1, 22), A, B), xt, c0 + 2 * k, 0);
+        rt_fma(NT, acc, RT_V(bits_to(q, 4, 4, 18) | bits_to(hh, 0, 1, 22), A, B), xt,
+               c0 + 2 * k + 16, 1);
+        rt_fma(NT, acc, RT_V(bits_to(q, 8, 4, 18) | bits_to(hl, 1, 1, 22), A, B), xt,
+               c0 + 2 * k + 1, 2);
+        rt_fma(NT, acc, RT_V(bits_to(q, 12, 4, 18) | bits_to(hh, 1, 1, 22), A, B), xt,
+               c0 + 2 * k + 17, 3);
+    }
+}
+
+/* Q4_K / Q5_K: the 6-bit scale and min of units j and j + 1 (j even) from scale bytes 4..15 */
+DEVFN void k4_scales(GLOBAL const u16 *b, const int j, rv_u *sl, rv_u *ml, rv_u *sh, rv_u *mh)
+{
+    if (j < 4) {
+        *sl = rp_byte(b, 4 + j) & 63u;
+        *ml = rp_byte(b, 4 + j + 4) & 63u;
+        *sh = rp_byte(b, 4 + j + 1) & 63u;
+        *mh = rp_byte(b, 4 + j + 5) & 63u;
+    } else {
+        *sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
+        *ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
+        *sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
+        *mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
+    }
+}
+
+/* Q3_K: signed scale number i (0..15) from scale bytes 96..107 */
+DEVFN rv_f k3_scale_v(GLOBAL const u16 *b, const int i)
+{
+    rv_u lo = i < 8 ? rp_byte(b, 96 + i) & 15u : rp_byte(b, 96 + i - 8) >> 4u;
+    rv_u hi = (rp_byte(b, 104 + (i & 3)) >> (u32)(2 * (i >> 2))) & 3u;
+    return RV_CVT_F(lo | (hi << 4u)) - 32.0f;
+}
+
 /* the block at b (elements c0 .. of the row) times the tokens */
-DEVFN void rt_block(const int T, GLOBAL const u16 *b, GLOBAL const float **xt, int c0, rv_f *acc)
+DEVFN void rt_block(const int T, const int NT, GLOBAL const u16 *b, GLOBAL const float **xt,
+                    int c0, rv_f *acc)
 {
     if (T == T_Q4_0 || T == T_Q4_1) {
         /* 16 d (1 + q / 16) - 24 d = d (q - 8); Q4_1: 16 d (1 + q / 16) + m - 16 d = d q + m */
         rv_f d = rv_half_to_float(RPV(b, 0)), A = d * 16.0f;
         rv_f B = T == T_Q4_0 ? d * -24.0f : rv_half_to_float(RPV(b, 1)) - A;
-        rt_nibbles(b, T == T_Q4_0 ? 1 : 2, 8, A, B, xt, c0, 16, acc);
+        rt_nibbles(NT, b, T == T_Q4_0 ? 1 : 2, 8, A, B, xt, c0, 16, acc);
+    } else if (T == T_Q5_0 || T == T_Q5_1) {
+        /* 32 d (1 + q / 32) - 48 d = d (q - 16); Q5_1: d q + m */
+        rv_f d = rv_half_to_float(RPV(b, 0)), A = d * 32.0f;
+        rv_f B = T == T_Q5_0 ? d * -48.0f : rv_half_to_float(RPV(b, 1)) - A;
+        rt_q5_legacy(NT, b, T == T_Q5_0 ? 1 : 2, A, B, xt, c0, acc);
     } else if (T == T_Q8_0) {
         /* 256 d (1 + (q + 128) / 256) - 384 d = d q */
         rv_f d = rv_half_to_float(RPV(b, 0)), A = d * 256.0f, B = d * -384.0f;
-        for (int k = 0; k < 16; k++) {
-            rv_u q = RPV(b, 1 + k) ^ 0x8080u;
-            rt_fma(acc, MAD(ONE_PLUS(bits_to(q, 0, 8, 15)), A, B), xt, c0 + 2 * k);
-            rt_fma(acc, MAD(ONE_PLUS(bits_to(q, 8, 8, 15)), A, B), xt, c0 + 2 * k + 1);
+        for (int k = 0; k < 16; k += 2) {
+            rv_u q = RPV(b, 1 + k) ^ 0x8080u, q2 = RPV(b, 2 + k) ^ 0x8080u;
+            rt_fma(NT, acc, RT_V(bits_to(q, 0, 8, 15), A, B), xt, c0 + 2 * k, 0);
+            rt_fma(NT, acc, RT_V(bits_to(q, 8, 8, 15), A, B), xt, c0 + 2 * k + 1, 1);
+            rt_fma(NT, acc, RT_V(bits_to(q2, 0, 8, 15), A, B), xt, c0 + 2 * k + 2, 2);
+            rt_fma(NT, acc, RT_V(bits_to(q2, 8, 8, 15), A, B), xt, c0 + 2 * k + 3, 3);
         }
-    } else if (T == T_Q4_K) {
+    } else if (T == T_Q4_K || T == T_Q5_K) {
+        /* unit j: ds q - dm = 2^n ds (1 + q / 2^n) - 2^n ds - dm; the low nibbles of chunk c's
+         * bytes are unit j = 2c, the high ones unit j + 1; Q5_K's fifth bits: bit j of qh byte
+         * l (bytes 16..47) */
+        const float top = T == T_Q4_K ? 16.0f : 32.0f;
+        const int sh = T == T_Q4_K ? 19 : 18, qs = T == T_Q4_K ? 8 : 24;
         rv_f d = rv_half_to_float(RPV(b, 0)), dmin = rv_half_to_float(RPV(b, 1));
-        UNROLL
+        UNROLL      /* the scale numbers become constants */
         for (int c = 0; c < 4; c++) {
-            const int j = 2 * c;
-            rv_u sl, ml, sh, mh;
-            if (j < 4) {
-                sl = rp_byte(b, 4 + j) & 63u;
-                ml = rp_byte(b, 4 + j + 4) & 63u;
-                sh = rp_byte(b, 4 + j + 1) & 63u;
-                mh = rp_byte(b, 4 + j + 5) & 63u;
-            } else {
-                sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
-                ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
-                sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
-                mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
-            }
-            /* unit j: ds q - dm = 16 ds (1 + q / 16) - 16 ds - dm; the low nibbles of chunk c's
-             * bytes are unit j, the high ones unit j + 1 */
-            rv_f al = d * RV_CVT_F(sl) * 16.0f, ah = d * RV_CVT_F(sh) * 16.0f;
+            rv_u sl, ml, shs, mh;
+            k4_scales(b, 2 * c, &sl, &ml, &shs, &mh);
+            rv_f al = d * RV_CVT_F(sl) * top, ah = d * RV_CVT_F(shs) * top;
             rv_f bl = al * -1.0f - dmin * RV_CVT_F(ml);
             rv_f bh = ah * -1.0f - dmin * RV_CVT_F(mh);
             for (int k = 0; k < 16; k++) {
-                rv_u q = RPV(b, 8 + 16 * c + k);
+                rv_u q = RPV(b, qs + 16 * c + k);
+                rv_u h0 = RV_U(0u), h1 = h0, h2 = h0, h3 = h0;
+                if (T == T_Q5_K) {
+                    rv_u qh = RPV(b, 8 + k);
+                    h0 = bits_to(qh, 2 * c, 1, 22);
+                    h1 = bits_to(qh, 2 * c + 1, 1, 22);
+                    h2 = bits_to(qh, 8 + 2 * c, 1, 22);
+                    h3 = bits_to(qh, 9 + 2 * c, 1, 22);
+                }
                 int e = c0 + 64 * c + 2 * k;
-                rt_fma(acc, MAD(nib4(q, 0), al, bl), xt, e);
-                rt_fma(acc, MAD(nib4(q, 1), ah, bh), xt, e + 32);
-                rt_fma(acc, MAD(nib4(q, 2), al, bl), xt, e + 1);
-                rt_fma(acc, MAD(nib4(q, 3), ah, bh), xt, e + 33);
+                rt_fma(NT, acc, RT_V(bits_to(q, 0, 4, sh) | h0, al, bl), xt, e, 0);
+                rt_fma(NT, acc, RT_V(bits_to(q, 4, 4, sh) | h1, ah, bh), xt, e + 32, 1);
+                rt_fma(NT, acc, RT_V(bits_to(q, 8, 4, sh) | h2, al, bl), xt, e + 1, 2);
+                rt_fma(NT, acc, RT_V(bits_to(q, 12, 4, sh) | h3, ah, bh), xt, e + 33, 3);
             }
         }
-    } else {    /* T_Q6_K: d sc (q - 32) = 64 d sc (1 + q / 64) - 96 d sc */
+    } else if (T == T_Q2_K || T == T_Q3_K) {
+        /* 128-element half h, plane p (bits 2p of qs byte l) is unit s = 4h + p, elements
+         * 32 s + l; scale 2 s + (l >= 16). Q2_K: d sc q - dmin m (sc, m the scale byte's
+         * nibbles), 2-bit q; Q3_K: d sc (q - 4), q's third bit bit s of hmask byte l */
+        rv_f d = rv_half_to_float(RPV(b, T == T_Q2_K ? 40 : 54));
+        rv_f dmin = T == T_Q2_K ? rv_half_to_float(RPV(b, 41)) : d;
+        const int qw = T == T_Q2_K ? 8 : 16;
+        UNROLL
+        for (int hg = 0; hg < 4; hg++) {    /* half h = hg >> 1, elements l of 16 (hg & 1) on */
+            const int h = hg >> 1, g = hg & 1;
+            rv_f A[4], B[4];
+            UNROLL
+            for (int p = 0; p < 4; p++) {
+                const int s = 4 * h + p;
+                if (T == T_Q2_K) {
+                    rv_u sc = rp_byte(b, 2 * s + g);
+                    A[p] = d * RV_CVT_F(sc & 15u) * 4.0f;
+                    B[p] = A[p] * -1.0f - dmin * RV_CVT_F(sc >> 4u);
+                } else {
+                    A[p] = d * k3_scale_v(b, 2 * s + g) * 8.0f;
+                    B[p] = A[p] * -1.5f;
+                }
+            }
+            for (int k = 0; k < 8; k++) {   /* bytes l = 16 g + 2k and 16 g + 2k + 1 */
+                int kw = 8 * g + k, e = c0 + 128 * h + 16 * g + 2 * k;
+                rv_u q = RPV(b, qw + 16 * h + kw);
+                rv_u hm = T == T_Q3_K ? RPV(b, kw) : RV_U(0u);
+                UNROLL
+                for (int p = 0; p < 4; p++)
+                    UNROLL
+                    for (int by = 0; by < 2; by++) {
+                        rv_u bits = T == T_Q2_K
+                                        ? bits_to(q, 8 * by + 2 * p, 2, 21)
+                                        : bits_to(q, 8 * by + 2 * p, 2, 20) |
+                                              bits_to(hm, 8 * by + 4 * h + p, 1, 22);
+                        rt_fma(NT, acc, RT_V(bits, A[p], B[p]), xt, e + 32 * p + by, p);
+                    }
+            }
+        }
+    } else if (T == T_Q6_K) {  /* d sc (q - 32) = 64 d sc (1 + q / 64) - 96 d sc */
         rv_f d = rv_half_to_float(RPV(b, 104));
         UNROLL
         for (int hs = 0; hs < 4; hs++) {
@@ -341,39 +443,60 @@ DEVFN void rt_block(const int T, GLOBAL const u16 *b, GLOBAL const float **xt, i
             int e = c0 + 128 * h + l0;
             for (int lw = 0; lw < 8; lw++, e += 2) {
                 rv_u qa = RPV(b, wl + lw), qb = RPV(b, wl + 16 + lw), qh = RPV(b, wh + lw);
-                rt_fma(acc, MAD(q6v(qa, 0, qh, 0), a[0], bb[0]), xt, e);
-                rt_fma(acc, MAD(q6v(qb, 0, qh, 2), a[1], bb[1]), xt, e + 32);
-                rt_fma(acc, MAD(q6v(qa, 4, qh, 4), a[2], bb[2]), xt, e + 64);
-                rt_fma(acc, MAD(q6v(qb, 4, qh, 6), a[3], bb[3]), xt, e + 96);
-                rt_fma(acc, MAD(q6v(qa, 8, qh, 8), a[0], bb[0]), xt, e + 1);
-                rt_fma(acc, MAD(q6v(qb, 8, qh, 10), a[1], bb[1]), xt, e + 33);
-                rt_fma(acc, MAD(q6v(qa, 12, qh, 12), a[2], bb[2]), xt, e + 65);
-                rt_fma(acc, MAD(q6v(qb, 12, qh, 14), a[3], bb[3]), xt, e + 97);
+                rt_fma(NT, acc, MAD(q6v(qa, 0, qh, 0), a[0], bb[0]), xt, e, 0);
+                rt_fma(NT, acc, MAD(q6v(qb, 0, qh, 2), a[1], bb[1]), xt, e + 32, 1);
+                rt_fma(NT, acc, MAD(q6v(qa, 4, qh, 4), a[2], bb[2]), xt, e + 64, 2);
+                rt_fma(NT, acc, MAD(q6v(qb, 4, qh, 6), a[3], bb[3]), xt, e + 96, 3);
+                rt_fma(NT, acc, MAD(q6v(qa, 8, qh, 8), a[0], bb[0]), xt, e + 1, 0);
+                rt_fma(NT, acc, MAD(q6v(qb, 8, qh, 10), a[1], bb[1]), xt, e + 33, 1);
+                rt_fma(NT, acc, MAD(q6v(qa, 12, qh, 12), a[2], bb[2]), xt, e + 65, 2);
+                rt_fma(NT, acc, MAD(q6v(qb, 12, qh, 14), a[3], bb[3]), xt, e + 97, 3);
             }
+        }
+    } else {    /* F16, BF16, F32: 8 elements a block */
+        UNROLL
+        for (int k = 0; k < 8; k++) {
+            rv_f v;
+            if (T == T_F16)
+                v = rv_half_to_float(RPV(b, k));
+            else if (T == T_BF16)
+                v = RV_AS_F(RPV(b, k) << 16u);
+            else
+                v = RV_AS_F(RPV(b, 2 * k) | (RPV(b, 2 * k + 1) << 16u));
+            rt_fma(NT, acc, v, xt, c0 + k, k & 3);
         }
     }
 }
 
-DEVFN void mrt_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows,
-                    int n_cols, GLOBAL const float *x, u64 x_off, int n_tok)
+DEVFN void mrt_body(const int T, const int NT, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w,
+                    int n_rows, int n_cols, GLOBAL const float *x, u64 x_off, int n_tok)
 {
-    int g = GLOBAL_ID(0), tok0 = GROUP_ID(1) * MRT_TOK;
+    int g = GLOBAL_ID(0), tok0 = GROUP_ID(1) * NT;
     if (g * RP_ROWS >= n_rows)
         return;
     const int qk = type_qk(T), bw = type_bs(T) / 2;
     int nb = n_cols / qk;
     GLOBAL const u16 *grp = (GLOBAL const u16 *)w + (u64)g * RP_ROWS * nb * bw;
     GLOBAL const float *xt[MRT_TOK];
-    rv_f acc[MRT_TOK];
+    rv_f acc[RT_ACC];
+    UNROLL
+    for (int t = 0; t < RT_ACC; t++)
+        acc[t] = RV_F(0.0f);
     UNROLL
     for (int t = 0; t < MRT_TOK; t++) {
         int tok = tok0 + t < n_tok ? tok0 + t : n_tok - 1;
         xt[t] = x + x_off + (u64)tok * n_cols;
-        acc[t] = RV_F(0.0f);
     }
-    for (int j = 0; j < nb; j++)
-        rt_block(T, grp + (u64)j * bw * RP_ROWS, xt, j * qk, acc);
-    for (int t = 0; t < MRT_TOK; t++) {
+    for (int j = 0; j < nb; j++) {
+        GLOBAL const u16 *b = grp + (u64)j * bw * RP_ROWS;
+        if (NT == 1)        /* decode reads from memory: see mr_body */
+            for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)
+                PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
+        rt_block(T, NT, b, xt, j * qk, acc);
+    }
+    if (NT == 1)
+        acc[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (int t = 0; t < NT; t++) {
         if (tok0 + t >= n_tok)
             break;
         float out[RP_ROWS];
@@ -385,18 +508,35 @@ DEVFN void mrt_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w,
     }
 }
 
-#define MRT_KERNEL(name, T)                                                                   \
+#define MRT_KERNEL(name, T, NT)                                                               \
     KERNEL name(GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_rows, int n_cols,       \
                 GLOBAL const float *x, u64 x_off, int n_tok)                                  \
     {                                                                                         \
-        mrt_body(T, y, y_off, w, n_rows, n_cols, x, x_off, n_tok);                            \
+        mrt_body(T, NT, y, y_off, w, n_rows, n_cols, x, x_off, n_tok);                        \
     }
 
-MRT_KERNEL(mrt_q4_0, T_Q4_0)
-MRT_KERNEL(mrt_q4_1, T_Q4_1)
-MRT_KERNEL(mrt_q8_0, T_Q8_0)
-MRT_KERNEL(mrt_q4_k, T_Q4_K)
-MRT_KERNEL(mrt_q6_k, T_Q6_K)
+MRT_KERNEL(mrt_f32, T_F32, MRT_TOK)
+MRT_KERNEL(mrt_f16, T_F16, MRT_TOK)
+MRT_KERNEL(mrt_bf16, T_BF16, MRT_TOK)
+MRT_KERNEL(mrt_q4_0, T_Q4_0, MRT_TOK)
+MRT_KERNEL(mrt_q4_1, T_Q4_1, MRT_TOK)
+MRT_KERNEL(mrt_q5_0, T_Q5_0, MRT_TOK)
+MRT_KERNEL(mrt_q5_1, T_Q5_1, MRT_TOK)
+MRT_KERNEL(mrt_q8_0, T_Q8_0, MRT_TOK)
+MRT_KERNEL(mrt_q2_k, T_Q2_K, MRT_TOK)
+MRT_KERNEL(mrt_q3_k, T_Q3_K, MRT_TOK)
+MRT_KERNEL(mrt_q4_k, T_Q4_K, MRT_TOK)
+MRT_KERNEL(mrt_q5_k, T_Q5_K, MRT_TOK)
+MRT_KERNEL(mrt_q6_k, T_Q6_K, MRT_TOK)
+/* one token for the types without a sum-of-x decode above (same arguments as mrt_) */
+MRT_KERNEL(mr_f32, T_F32, 1)
+MRT_KERNEL(mr_f16, T_F16, 1)
+MRT_KERNEL(mr_bf16, T_BF16, 1)
+MRT_KERNEL(mr_q5_0, T_Q5_0, 1)
+MRT_KERNEL(mr_q5_1, T_Q5_1, 1)
+MRT_KERNEL(mr_q2_k, T_Q2_K, 1)
+MRT_KERNEL(mr_q3_k, T_Q3_K, 1)
+MRT_KERNEL(mr_q5_k, T_Q5_K, 1)
 
 /* The row packs of a matrix: src (rows of row_bytes bytes, the first words_per_row words of
  * each are its blocks) into dst in the layout above. Work-item (w, g) moves word w of the
