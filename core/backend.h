@@ -134,6 +134,9 @@ struct porta_backend_cfg {
     const char *cache_dir;          /* compiled-kernel cache; NULL = default */
     bool clblast;                   /* opencl: CLBlast for prefill GEMMs on GPUs (when built in;
                                        CPU devices keep porta's own kernels, faster there) */
+    bool opencl_no_row_packs;       /* opencl, CPU devices: products over the matrices as stored
+                                       (backend.opencl.row_packs = false), not over row packs,
+                                       which cost a second copy of the weights */
 };
 
 /* Called by devices(): one line per device. */

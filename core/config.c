@@ -73,6 +73,7 @@ static const struct key opencl_keys[] = {
     STR("kernel_dir", backend.opencl.kernel_dir, 0),
     STR("cache_dir", backend.opencl.cache_dir, 0),
     BOOL("clblast", backend.opencl.clblast),
+    BOOL("row_packs", backend.opencl.row_packs),
     END
 };
 static const struct key hip_keys[] = {
@@ -831,6 +832,7 @@ void porta_config_defaults(struct porta_config *cfg)
     cfg->backend.opencl.platform = -1; /* auto: the first GPU or accelerator */
     cfg->backend.opencl.device = -1;
     cfg->backend.opencl.clblast = true;
+    cfg->backend.opencl.row_packs = true;
     cfg->backend.hip.device = 0;
     cfg->backend.hip.weight_cache_mb = 8192;
     cfg->backend.n_layers = 0;
@@ -1016,6 +1018,7 @@ int porta_config_backend_cfg(const struct porta_config *cfg, const char *backend
         out->kernel_dir = or_null(cfg->backend.opencl.kernel_dir);
         out->cache_dir = or_null(cfg->backend.opencl.cache_dir);
         out->clblast = cfg->backend.opencl.clblast;
+        out->opencl_no_row_packs = !cfg->backend.opencl.row_packs;
         return 0;
     }
     if (!strcmp(backend, "hip")) {

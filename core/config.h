@@ -58,6 +58,7 @@ struct porta_config {
             char kernel_dir[PORTA_CFG_PATH_MAX];  /* development only; "" = embedded kernels */
             char cache_dir[PORTA_CFG_PATH_MAX];   /* compiled-kernel cache; "" = default */
             bool clblast;                       /* CLBlast for prefill GEMM when available */
+            bool row_packs;                     /* CPU devices: matrices repacked by rows */
         } opencl;
         struct {
             int device;                         /* index; -1 = first usable */

@@ -582,13 +582,16 @@ START_TEST(test_backend_cfg)
     ck_assert(b.cpu_no_amx);
     ck_assert_int_eq(porta_config_backend_cfg(&c, "opencl", &b), 0);
     ck_assert(b.clblast);                       /* CLBlast for GPU prefill by default */
+    ck_assert(!b.opencl_no_row_packs);          /* row packs on CPU devices by default */
     ck_assert_int_eq(b.device, 2);
     ck_assert_str_eq(b.device_name, "gfx1030");
     ck_assert_ptr_null(b.kernel_dir);
     ck_assert_ptr_null(b.cache_dir);
     ck_assert_int_eq(porta_config_set(&c, "backend.opencl.clblast", "false"), 0);
+    ck_assert_int_eq(porta_config_set(&c, "backend.opencl.row_packs", "false"), 0);
     ck_assert_int_eq(porta_config_backend_cfg(&c, "opencl", &b), 0);
     ck_assert(!b.clblast);
+    ck_assert(b.opencl_no_row_packs);
     ck_assert_int_eq(porta_config_backend_cfg(&c, "hip", &b), 0);
     ck_assert_int_eq(b.device, 1);
     ck_assert_ptr_null(b.device_name);

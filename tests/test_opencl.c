@@ -39,18 +39,24 @@ static struct porta_backend g_be;
 static bool g_open;
 static const struct porta_backend_ops *O = &porta_backend_opencl;
 
-static int open_be_cfg(const char *shapes, bool clblast)
+static int open_be_packs(const char *shapes, bool clblast, bool row_packs)
 {
     if (shapes)
         setenv("PORTA_OPENCL_SHAPES", shapes, 1);
     memset(&g_be, 0, sizeof g_be);
     g_be.ops = O;
-    struct porta_backend_cfg cfg = { .platform = -1, .device = 0, .clblast = clblast };
+    struct porta_backend_cfg cfg = { .platform = -1, .device = 0, .clblast = clblast,
+                                     .opencl_no_row_packs = !row_packs };
     int rc = O->open(&g_be, &cfg);
     g_open = rc == 0;
     if (!g_open)
         printf("SKIP opencl: cannot open (%s): %s\n", porta_strerror(rc), porta_log_last_error());
     return rc;
+}
+
+static int open_be_cfg(const char *shapes, bool clblast)
+{
+    return open_be_packs(shapes, clblast, true);
 }
 
 static int open_be(const char *shapes)
@@ -729,12 +735,38 @@ END_TEST
 START_TEST(cpu_shapes_tails)
 {
     NEED_DEVICE();
+    if (strstr(g_be.desc, "CPU") || strstr(g_be.desc, "pthread"))   /* PoCL: a CPU device */
+        ck_assert_msg(strstr(g_be.desc, "row packs"), "desc: %s", g_be.desc);
     matmul_case(PORTA_F32, 9, 13, 1);
     matmul_case(PORTA_BF16, 9, 13, 6);
     matmul_case(PORTA_Q6_K, 5, 256, 7);
     attention_case(PORTA_F16, 2, 0, 40, 24);
     experts_case(PORTA_F16, 3, 7, 20, 2, 2);
     mla_case(PORTA_F32, 1, 10, 40, 24);
+}
+END_TEST
+
+static void setup_stored(void)
+{
+    capture();
+    open_be_packs(NULL, false, false);
+}
+
+/* backend.opencl.row_packs = false: the CPU shapes' products over the matrices as stored
+ * (mv_, mt_), every type, one token and several */
+START_TEST(cpu_shapes_stored)
+{
+    NEED_DEVICE();
+    ck_assert_msg(!strstr(g_be.desc, "row packs"), "desc: %s", g_be.desc);
+    static const enum porta_dtype types[] = { PORTA_F32,  PORTA_F16,  PORTA_BF16, PORTA_Q4_0,
+                                              PORTA_Q4_1, PORTA_Q5_0, PORTA_Q5_1, PORTA_Q8_0,
+                                              PORTA_Q2_K, PORTA_Q3_K, PORTA_Q4_K, PORTA_Q5_K,
+                                              PORTA_Q6_K };
+    for (int i = 0; i < 13; i++) {
+        int cols = porta_type_traits(types[i])->blck == 256 ? 512 : 96;
+        matmul_case(types[i], 37, cols, 1);
+        matmul_case(types[i], 21, cols, 19);
+    }
 }
 END_TEST
 
@@ -761,6 +793,11 @@ static Suite *suite(void)
     tcase_add_test(tg, gpu_shapes);
     tcase_add_test(tg, half_values);
     suite_add_tcase(s, tg);
+    TCase *ts = tcase_create("stored");
+    tcase_set_timeout(ts, 300);
+    tcase_add_checked_fixture(ts, setup_stored, teardown);
+    tcase_add_test(ts, cpu_shapes_stored);
+    suite_add_tcase(s, ts);
     TCase *tb = tcase_create("clblast");
     tcase_set_timeout(tb, 300);
     tcase_add_checked_fixture(tb, setup_clblast, teardown);
@@ -774,6 +811,30 @@ static Suite *suite(void)
 START_TEST(not_built)
 {
     printf("SKIP opencl: not compiled in (no OpenCL headers at build time)\n");
+}
+END_TEST
+
+static void setup_stored(void)
+{
+    capture();
+    open_be_packs(NULL, false, false);
+}
+
+/* backend.opencl.row_packs = false: the CPU shapes' products over the matrices as stored
+ * (mv_, mt_), every type, one token and several */
+START_TEST(cpu_shapes_stored)
+{
+    NEED_DEVICE();
+    ck_assert_msg(!strstr(g_be.desc, "row packs"), "desc: %s", g_be.desc);
+    static const enum porta_dtype types[] = { PORTA_F32,  PORTA_F16,  PORTA_BF16, PORTA_Q4_0,
+                                              PORTA_Q4_1, PORTA_Q5_0, PORTA_Q5_1, PORTA_Q8_0,
+                                              PORTA_Q2_K, PORTA_Q3_K, PORTA_Q4_K, PORTA_Q5_K,
+                                              PORTA_Q6_K };
+    for (int i = 0; i < 13; i++) {
+        int cols = porta_type_traits(types[i])->blck == 256 ? 512 : 96;
+        matmul_case(types[i], 37, cols, 1);
+        matmul_case(types[i], 21, cols, 19);
+    }
 }
 END_TEST
 

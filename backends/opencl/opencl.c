@@ -276,18 +276,22 @@ static int make_kernel(void *ctx, int slot, const char *name)
  * work-group and per barrier region: they want groups of whole rows without barriers
  * (matvec.cl's MV_SOLO), wide contiguous inner loops (eltwise.cl's ELT_PER), no repeated
  * libm calls (rope.cl's ROPE_ALL_HEADS) and the smallest attention group that covers the head.
- * Prefill on PoCL: mt_<type> with 16 tokens per work-item beats the tiled mm_<type> ~3x and
- * CLBlast (dequantize + SGEMM) ~3-4x (measured on 1536x576 and 4864x896 Q4 weights, 64 and
- * 256 tokens). GPUs want a wavefront or more per group and neighbouring work-items on
- * neighbouring data; their prefill GEMM is CLBlast's when it is built in and the config's
- * backend.opencl.clblast is on (the default; not measured on a GPU here: no GPU was lent),
- * else the tiled mm_<type>. PORTA_OPENCL_SHAPES=cpu|gpu picks either set on any device (the
- * tests run the GPU shapes on PoCL). For tuning, PORTA_OPENCL_MV_LSZ, _MV_ROWS, _MT_TOK,
- * _MM_MIN_TOK, _ATT_LSZ, _MM="tr,tt,mr,mt,contig" and _GEMM=mt|mm|clblast override the choice,
- * _ROW_PACKS=0 keeps CPU devices' one-token products on the matrices as stored (mv_);
- * PORTA_OPENCL_BUILD_OPTS is appended to the compiler options and PORTA_OPENCL_PROFILE=1 logs
- * the device time per kernel at close. */
-static void pick_shapes(struct cl_ctx *c, bool clblast)
+ * Their matrix products run over row packs (kernels/cl/matvec_rows.cl: SIMD lanes are rows,
+ * 2x the rate of mv_/mt_ on PoCL, for a second copy of each matrix) unless
+ * backend.opencl.row_packs is off; then prefill is mt_<type> with 16 tokens per work-item,
+ * which beats the tiled mm_<type> ~3x and CLBlast (dequantize + SGEMM) ~3-4x (measured on
+ * 1536x576 and 4864x896 Q4 weights, 64 and 256 tokens). GPUs want a wavefront or more per
+ * group and neighbouring work-items on neighbouring data; their prefill GEMM is CLBlast's when
+ * it is built in and the config's backend.opencl.clblast is on (the default; not measured on a
+ * GPU here: no GPU was lent), else the tiled mm_<type>. PORTA_OPENCL_SHAPES=cpu|gpu picks
+ * either set on any device (the tests run the GPU shapes on PoCL). For tuning,
+ * PORTA_OPENCL_MV_LSZ, _MV_ROWS, _MT_TOK, _MM_MIN_TOK, _ATT_LSZ, _MM="tr,tt,mr,mt,contig" and
+ * _GEMM=mt|mm|clblast override the choice; _ROW_PACKS=0|1 overrides backend.opencl.row_packs
+ * (CPU devices: products over row packs, kernels/cl/matvec_rows.cl, else mv_/mt_ over the
+ * matrices as stored), _PREFILL_PACKS=0 keeps prefill on mt_, _MRT_TOK and _MR_LSZ set mrt_'s
+ * tokens per work-item and mr_/mrt_'s group size; PORTA_OPENCL_BUILD_OPTS is appended to the
+ * compiler options and PORTA_OPENCL_PROFILE=1 logs the device time per kernel at close. */
+static void pick_shapes(struct cl_ctx *c, bool clblast, bool row_packs)
 {
     bool cpu = c->cpu_shapes;
     struct kops_dev *d = &c->kd;
@@ -339,8 +343,10 @@ static void pick_shapes(struct cl_ctx *c, bool clblast)
     if (cpu)
         d->mv_rows = d->mv_lsz;         /* matvec.cl's MV_SOLO: one row per work-item */
     /* one-token products over row packs (matvec_rows.cl): 1.8-2.3x mv_'s decode rate on PoCL */
-    d->row_packs = cpu && kops_env_int("PORTA_OPENCL_ROW_PACKS", 1) != 0;
-    d->mr_lsz = 4;
+    d->row_packs = cpu && kops_env_int("PORTA_OPENCL_ROW_PACKS", row_packs) != 0;
+    d->mr_lsz = kops_env_int("PORTA_OPENCL_MR_LSZ", 4);
+    if (d->mr_lsz < 1 || d->mr_lsz > 256)
+        d->mr_lsz = 4;
     d->prefill_packs = d->row_packs && kops_env_int("PORTA_OPENCL_PREFILL_PACKS", 1) != 0;
     d->mrt_tok = kops_env_int("PORTA_OPENCL_MRT_TOK", 8);
     if (d->mrt_tok < 1 || d->mrt_tok > 32)
@@ -400,7 +406,7 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
     const char *shapes = getenv("PORTA_OPENCL_SHAPES");
     c->cpu_shapes = shapes && *shapes ? strcmp(shapes, "cpu") == 0
                                       : (c->dev.type & CL_DEVICE_TYPE_CPU) != 0;
-    pick_shapes(c, cfg->clblast);
+    pick_shapes(c, cfg->clblast, !cfg->opencl_no_row_packs);
     if ((size_t)c->kd.mm_lsz > c->dev.max_wg) {
         porta_err("opencl: device '%s' allows work-groups of %zu, the matmul tile needs %d",
                   c->dev.name, c->dev.max_wg, c->kd.mm_lsz);
@@ -436,8 +442,9 @@ static int cl_open(struct porta_backend *be, const struct porta_backend_cfg *cfg
     }
     CL_TRYF_E(e, "clCreateBuffer");
     be->max_buf = (size_t)c->dev.max_alloc;
-    snprintf(be->desc, sizeof be->desc, "opencl (%.200s%s)", c->dev.name,
-             c->prefill == PF_CLBLAST ? ", CLBlast prefill" : "");
+    snprintf(be->desc, sizeof be->desc, "opencl (%.200s%s%s)", c->dev.name,
+             c->prefill == PF_CLBLAST ? ", CLBlast prefill" : "",
+             c->kd.row_packs ? ", row packs" : "");
     return 0;
 fail:
     cl_close(be);
