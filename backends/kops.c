@@ -47,7 +47,7 @@ int kops_typed_slot(enum kops_typed kind, enum porta_dtype t)
 const char *kops_kernel_name(int slot, char *buf, size_t n)
 {
     static const char *const typed[KOPS_N_TYPED] = { "mv", "mt", "mm", "emb", "deq", "me",
-                                                     "mr", "mrt" };
+                                                     "mr", "mrt", "mre" };
     static const char *const other[KOPS_N_KERNELS - KOPS_RMSNORM] = {
         "rmsnorm",       "eltwise",      "rope",          "kv_f32_store",  "kv_f16_store",
         "kv_f32_attn",   "kv_f16_attn",  "mla_f32_store", "mla_f16_store", "mla_f32_attn",
@@ -236,6 +236,14 @@ static const struct kops_pack *get_pack(struct porta_backend *be, const struct p
     return &d->packs[d->n_packs - 1];
 }
 
+/* Whether w's products go over row packs: on devices that want them, and for plain types
+ * with whole blocks of 8 elements (the kernels have no partial block). */
+static bool packable(const struct kops_dev *d, const struct porta_weight *w)
+{
+    bool plain = w->type == PORTA_F32 || w->type == PORTA_F16 || w->type == PORTA_BF16;
+    return d->row_packs && (!plain || w->n_cols % 8 == 0);
+}
+
 /* ---- matmul ---- */
 
 int kops_matmul(struct porta_backend *be, struct porta_view y, const struct porta_weight *w,
@@ -251,10 +259,8 @@ int kops_matmul(struct porta_backend *be, struct porta_view y, const struct port
     size_t rows = (size_t)w->n_rows;
     struct kops_launch l;
     const struct kops_pack *pk;
-    bool plain = w->type == PORTA_F32 || w->type == PORTA_F16 || w->type == PORTA_BF16;
-    if (d->row_packs && w->n_mat == 1 && (n_tok == 1 || d->prefill_packs) &&
-        (!plain || w->n_cols % 8 == 0) && (pk = get_pack(be, w, wo))) {
-        /* (plain types: blocks of 8 elements in the kernels, no partial one) */
+    if (w->n_mat == 1 && (n_tok == 1 || d->prefill_packs) && packable(d, w) &&
+        (pk = get_pack(be, w, wo))) {
         size_t groups = ceil_div(rows, KOPS_PACK_ROWS);
         if (n_tok == 1)
             l = plan(kops_typed_slot(KOPS_MR, w->type), 1, ceil_div(groups, (size_t)d->mr_lsz),
@@ -547,13 +553,29 @@ int kops_matmul_experts(struct porta_backend *be, struct porta_view y, const str
         (p->ids.buf && !kops_elem_off(d, p->ids, 4, "matmul_experts ids", &io)) ||
         (p->weights.buf && !kops_elem_off(d, p->weights, 4, "matmul_experts weights", &so)))
         return PORTA_E_INVAL;
-    struct kops_launch l = plan(kops_typed_slot(KOPS_ME, w->type), 2,
-                                ceil_div((size_t)w->n_rows, (size_t)d->mv_rows),
-                                (size_t)p->n_tok, 1, (size_t)d->mv_lsz);
-    kops_a_at(&l, y.buf, yo);
-    kops_a_at(&l, w->buf, wo);
-    kops_a_u64(&l, w->row_bytes);
-    kops_a_u64(&l, porta_weight_mat_stride(w));
+    /* a packed stack whose matrices are whole row groups: packed as one matrix */
+    struct porta_weight all = *w;
+    all.n_rows = w->n_rows * w->n_mat;
+    all.n_mat = 1;
+    const struct kops_pack *pk = NULL;
+    struct kops_launch l;
+    if (packable(d, w) && w->n_rows % KOPS_PACK_ROWS == 0 &&
+        porta_weight_mat_stride(w) == (size_t)w->n_rows * w->row_bytes &&
+        all.n_rows <= INT32_MAX && (pk = get_pack(be, &all, wo))) {
+        l = plan(kops_typed_slot(KOPS_MRE, w->type), 2,
+                 ceil_div(ceil_div((size_t)w->n_rows, KOPS_PACK_ROWS), (size_t)d->mr_lsz),
+                 (size_t)p->n_tok, 1, (size_t)d->mr_lsz);
+        kops_a_at(&l, y.buf, yo);
+        kops_a_buf(&l, pk->buf);
+    } else {
+        l = plan(kops_typed_slot(KOPS_ME, w->type), 2,
+                 ceil_div((size_t)w->n_rows, (size_t)d->mv_rows), (size_t)p->n_tok, 1,
+                 (size_t)d->mv_lsz);
+        kops_a_at(&l, y.buf, yo);
+        kops_a_at(&l, w->buf, wo);
+        kops_a_u64(&l, w->row_bytes);
+        kops_a_u64(&l, porta_weight_mat_stride(w));
+    }
     kops_a_i32(&l, (int32_t)w->n_mat);
     kops_a_i32(&l, (int32_t)w->n_rows);
     kops_a_i32(&l, (int32_t)w->n_cols);

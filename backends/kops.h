@@ -26,6 +26,7 @@ enum kops_typed {
     KOPS_ME,        /* matvec.cl me_: mixture-of-experts products */
     KOPS_MR,        /* matvec_rows.cl mr_: one token over row packs */
     KOPS_MRT,       /* matvec_rows.cl mrt_: mrt_tok tokens per work-item over row packs */
+    KOPS_MRE,       /* matvec_rows.cl mre_: mixture-of-experts products over row packs */
     KOPS_N_TYPED
 };
 /* The others, numbered after the typed ones. The kv and mla kernels come as an F32 and an F16

@@ -299,7 +299,8 @@ DEVFN void rt_q5_legacy(const int NT, GLOBAL const u16 *b, int qw, rv_f A, rv_f 
     rv_u ql = RPV(b, qw), qh = RPV(b, qw + 1);
     for (int k = 0; k < 8; k++) {
         rv_u q = RPV(b, qw + 2 + k), hl = ql >> (u32)(2 * k), hh = qh >> (u32)(2 * k);
-        rt_fma(NT, acc, RT_V(bits_to(q, 0, 4, 18) | bits_to(hl, 0, 1, 22), A, B), xt, c0 + 2 * k, 0);
+        rt_fma(NT, acc, RT_V(bits_to(q, 0, 4, 18) | bits_to(hl, 0, 1, 22), A, B), xt,
+               c0 + 2 * k, 0);
         rt_fma(NT, acc, RT_V(bits_to(q, 4, 4, 18) | bits_to(hh, 0, 1, 22), A, B), xt,
                c0 + 2 * k + 16, 1);
         rt_fma(NT, acc, RT_V(bits_to(q, 8, 4, 18) | bits_to(hl, 1, 1, 22), A, B), xt,
@@ -468,6 +469,35 @@ DEVFN void rt_block(const int T, const int NT, GLOBAL const u16 *b, GLOBAL const
     }
 }
 
+/* one token (x) times the row group at grp (nb blocks a row): four accumulators, summed */
+DEVFN rv_f rt_one(const int T, GLOBAL const u16 *grp, int nb, GLOBAL const float *x)
+{
+    const int qk = type_qk(T), bw = type_bs(T) / 2;
+    GLOBAL const float *xt[MRT_TOK];
+    xt[0] = x;
+    rv_f acc[RT_ACC];
+    UNROLL
+    for (int t = 0; t < RT_ACC; t++)
+        acc[t] = RV_F(0.0f);
+    for (int j = 0; j < nb; j++) {
+        GLOBAL const u16 *b = grp + (u64)j * bw * RP_ROWS;
+        for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)  /* see mr_body */
+            PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
+        rt_block(T, 1, b, xt, j * qk, acc);
+    }
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* the RP_ROWS values of v to y (rows past n_rows dropped) */
+DEVFN void rt_store(rv_f v, GLOBAL float *y, int r0, int n_rows)
+{
+    float out[RP_ROWS];
+    RV_STORE(v, out);
+    for (int r = 0; r < RP_ROWS; r++)
+        if (r0 + r < n_rows)
+            y[r0 + r] = out[r];
+}
+
 DEVFN void mrt_body(const int T, const int NT, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w,
                     int n_rows, int n_cols, GLOBAL const float *x, u64 x_off, int n_tok)
 {
@@ -477,6 +507,11 @@ DEVFN void mrt_body(const int T, const int NT, GLOBAL float *y, u64 y_off, GLOBA
     const int qk = type_qk(T), bw = type_bs(T) / 2;
     int nb = n_cols / qk;
     GLOBAL const u16 *grp = (GLOBAL const u16 *)w + (u64)g * RP_ROWS * nb * bw;
+    if (NT == 1) {
+        rt_store(rt_one(T, grp, nb, x + x_off + (u64)tok0 * n_cols),
+                 y + y_off + (u64)tok0 * n_rows, g * RP_ROWS, n_rows);
+        return;
+    }
     GLOBAL const float *xt[MRT_TOK];
     rv_f acc[RT_ACC];
     UNROLL
@@ -487,25 +522,11 @@ DEVFN void mrt_body(const int T, const int NT, GLOBAL float *y, u64 y_off, GLOBA
         int tok = tok0 + t < n_tok ? tok0 + t : n_tok - 1;
         xt[t] = x + x_off + (u64)tok * n_cols;
     }
-    for (int j = 0; j < nb; j++) {
-        GLOBAL const u16 *b = grp + (u64)j * bw * RP_ROWS;
-        if (NT == 1)        /* decode reads from memory: see mr_body */
-            for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)
-                PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
-        rt_block(T, NT, b, xt, j * qk, acc);
-    }
-    if (NT == 1)
-        acc[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (int t = 0; t < NT; t++) {
-        if (tok0 + t >= n_tok)
-            break;
-        float out[RP_ROWS];
-        RV_STORE(acc[t], out);
-        GLOBAL float *yt = y + y_off + (u64)(tok0 + t) * n_rows + (u64)g * RP_ROWS;
-        for (int r = 0; r < RP_ROWS; r++)
-            if (g * RP_ROWS + r < n_rows)
-                yt[r] = out[r];
-    }
+    for (int j = 0; j < nb; j++)
+        rt_block(T, NT, grp + (u64)j * bw * RP_ROWS, xt, j * qk, acc);
+    for (int t = 0; t < NT; t++)
+        if (tok0 + t < n_tok)
+            rt_store(acc[t], y + y_off + (u64)(tok0 + t) * n_rows, g * RP_ROWS, n_rows);
 }
 
 #define MRT_KERNEL(name, T, NT)                                                               \
@@ -537,6 +558,63 @@ MRT_KERNEL(mr_q5_1, T_Q5_1, 1)
 MRT_KERNEL(mr_q2_k, T_Q2_K, 1)
 MRT_KERNEL(mr_q3_k, T_Q3_K, 1)
 MRT_KERNEL(mr_q5_k, T_Q5_K, 1)
+
+/* ---- mixture of experts: mre_<type> ----
+ * matvec.cl's me_ over the row packs of a stack of n_mat matrices packed as one matrix of
+ * n_mat * n_rows rows (n_rows a multiple of RP_ROWS, so that no group spans two matrices):
+ * work-item g of token t (grid dim 1) takes row group g of matrix ids[t][j] for each slot j. */
+DEVFN void mre_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_mat,
+                    int n_rows, int n_cols, GLOBAL const float *x, u64 x_off, int x_per_slot,
+                    GLOBAL const i32 *ids, u64 ids_off, int has_ids, GLOBAL const float *wts,
+                    u64 wts_off, int has_wts, int k)
+{
+    int g = GLOBAL_ID(0), t = GROUP_ID(1);
+    if (g * RP_ROWS >= n_rows)
+        return;
+    const int bw = type_bs(T) / 2;
+    int nb = n_cols / type_qk(T);
+    rv_f total = RV_F(0.0f);
+    for (int j = 0; j < k; j++) {
+        u64 slot = (u64)t * k + j;
+        int e = has_ids ? ids[ids_off + slot] : j;
+        rv_f part = RV_F(0.0f);
+        if (e >= 0 && e < n_mat) {
+            u64 grp = ((u64)e * (n_rows / RP_ROWS) + g) * RP_ROWS * nb * bw;
+            part = rt_one(T, (GLOBAL const u16 *)w + grp, nb,
+                          x + x_off + (x_per_slot ? slot : (u64)t) * n_cols);
+        }
+        if (has_wts)
+            total = MAD(part, wts[wts_off + slot], total);
+        else
+            rt_store(part, y + y_off + slot * n_rows, g * RP_ROWS, n_rows);
+    }
+    if (has_wts)
+        rt_store(total, y + y_off + (u64)t * n_rows, g * RP_ROWS, n_rows);
+}
+
+#define MRE_KERNEL(name, T)                                                                   \
+    KERNEL name(GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, int n_mat, int n_rows,        \
+                int n_cols, GLOBAL const float *x, u64 x_off, int x_per_slot,                 \
+                GLOBAL const i32 *ids, u64 ids_off, int has_ids, GLOBAL const float *wts,     \
+                u64 wts_off, int has_wts, int k)                                              \
+    {                                                                                         \
+        mre_body(T, y, y_off, w, n_mat, n_rows, n_cols, x, x_off, x_per_slot, ids, ids_off,   \
+                 has_ids, wts, wts_off, has_wts, k);                                          \
+    }
+
+MRE_KERNEL(mre_f32, T_F32)
+MRE_KERNEL(mre_f16, T_F16)
+MRE_KERNEL(mre_bf16, T_BF16)
+MRE_KERNEL(mre_q4_0, T_Q4_0)
+MRE_KERNEL(mre_q4_1, T_Q4_1)
+MRE_KERNEL(mre_q5_0, T_Q5_0)
+MRE_KERNEL(mre_q5_1, T_Q5_1)
+MRE_KERNEL(mre_q8_0, T_Q8_0)
+MRE_KERNEL(mre_q2_k, T_Q2_K)
+MRE_KERNEL(mre_q3_k, T_Q3_K)
+MRE_KERNEL(mre_q4_k, T_Q4_K)
+MRE_KERNEL(mre_q5_k, T_Q5_K)
+MRE_KERNEL(mre_q6_k, T_Q6_K)
 
 /* The row packs of a matrix: src (rows of row_bytes bytes, the first words_per_row words of
  * each are its blocks) into dst in the layout above. Work-item (w, g) moves word w of the
