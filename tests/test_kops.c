@@ -285,6 +285,41 @@ START_TEST(test_row_packs)
 }
 END_TEST
 
+/* expert stacks: a packed stack of whole 16-row groups is packed as one matrix (mre_), a stack
+ * with a view's stride or a partial group stays on me_ */
+START_TEST(test_row_packs_experts)
+{
+    g_ctx.d.row_packs = true;
+    g_ctx.d.mr_lsz = 4;
+    struct porta_weight w = weight(PORTA_Q4_K, 32, 256);
+    w.n_mat = 4;
+    struct porta_experts_params ep = { .n_tok = 3, .k = 2, .ids = { &B2, 16 } };
+    ck_assert_int_eq(kops_matmul_experts(&g_be, V(&B0, 0), &w, V(&B2, 0), &ep), 0);
+    ck_assert_int_eq(g_rec.n, 2);
+    const struct kops_launch *l = g_rec.l;
+    ck_assert_str_eq(kname(l[0].kernel), "rp_pack");
+    ck_assert_int_eq(l[0].a[5].v.i32, 128);            /* the 4 matrices' rows as one */
+    ck_assert_str_eq(kname(l[1].kernel), "mre_q4_k");
+    ck_assert_uint_eq(l[1].groups[0], 1);              /* 2 groups of a matrix, 4 per group */
+    ck_assert_uint_eq(l[1].groups[1], 3);              /* a token each */
+    ck_assert_ptr_eq(l[1].a[2].v.buf, &g_bufs.made[0]);
+    ck_assert_int_eq(l[1].a[3].v.i32, 4);
+    ck_assert_int_eq(l[1].a[4].v.i32, 32);
+    ck_assert_uint_eq(l[1].a[10].v.u64, 4);            /* ids' byte offset 16 as int32 */
+    ck_assert_int_eq(l[1].a[11].v.i32, 1);
+    ck_assert_int_eq(l[1].a[15].v.i32, 2);
+    ck_assert_int_eq(l[1].na, 16);
+    w.mat_stride = 33 * w.row_bytes;                   /* a view of each matrix's rows */
+    ck_assert_int_eq(kops_matmul_experts(&g_be, V(&B0, 0), &w, V(&B2, 0), &ep), 0);
+    ck_assert_str_eq(kname(g_rec.l[2].kernel), "me_q4_k");
+    w = weight(PORTA_Q4_K, 24, 256);                   /* a partial 16-row group */
+    w.n_mat = 4;
+    ck_assert_int_eq(kops_matmul_experts(&g_be, V(&B0, 0), &w, V(&B2, 0), &ep), 0);
+    ck_assert_str_eq(kname(g_rec.l[3].kernel), "me_q4_k");
+    ck_assert_int_eq(g_bufs.n_made, 1);
+}
+END_TEST
+
 /* without memory for packs: one warning, the plain kernel, and no further attempts */
 START_TEST(test_row_packs_no_memory)
 {
@@ -406,6 +441,7 @@ int main(void)
     tcase_add_test(tc, test_matmul_plans);
     tcase_add_test(tc, test_row_packs);
     tcase_add_test(tc, test_row_packs_no_memory);
+    tcase_add_test(tc, test_row_packs_experts);
     tcase_add_test(tc, test_checks);
     tcase_add_test(tc, test_rmsnorm_slices);
     tcase_add_test(tc, test_attention_plan);
