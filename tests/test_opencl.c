@@ -814,30 +814,6 @@ START_TEST(not_built)
 }
 END_TEST
 
-static void setup_stored(void)
-{
-    capture();
-    open_be_packs(NULL, false, false);
-}
-
-/* backend.opencl.row_packs = false: the CPU shapes' products over the matrices as stored
- * (mv_, mt_), every type, one token and several */
-START_TEST(cpu_shapes_stored)
-{
-    NEED_DEVICE();
-    ck_assert_msg(!strstr(g_be.desc, "row packs"), "desc: %s", g_be.desc);
-    static const enum porta_dtype types[] = { PORTA_F32,  PORTA_F16,  PORTA_BF16, PORTA_Q4_0,
-                                              PORTA_Q4_1, PORTA_Q5_0, PORTA_Q5_1, PORTA_Q8_0,
-                                              PORTA_Q2_K, PORTA_Q3_K, PORTA_Q4_K, PORTA_Q5_K,
-                                              PORTA_Q6_K };
-    for (int i = 0; i < 13; i++) {
-        int cols = porta_type_traits(types[i])->blck == 256 ? 512 : 96;
-        matmul_case(types[i], 37, cols, 1);
-        matmul_case(types[i], 21, cols, 19);
-    }
-}
-END_TEST
-
 static Suite *suite(void)
 {
     Suite *s = suite_create("opencl");
