@@ -1,24 +1,29 @@
-/* matvec_rows.cl - one token times a weight matrix repacked for CPU devices ("row packs"),
- * for the types whose decode dominates real models (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K).
+/* matvec_rows.cl - matrix products over weights repacked for CPU devices ("row packs"):
+ * mr_<type> one token (decode), mrt_<type> MRT_TOK tokens a work-item (prefill), mre_<type>
+ * mixture-of-experts stacks, rp_pack the repacking itself. Every weight type.
  *
  * Why: a CPU runtime (PoCL) vectorizes only inside one work-item. mv_<type> gives a work-item
  * one row and gets its SIMD from the 32 elements of a block, which costs widening, scale
  * gathers and a horizontal sum per block (~13 cycles a 32-weight block on AVX-512 hardware).
  * Here a work-item owns RP_ROWS rows whose 16-bit words are interleaved, so one vector load
  * brings the same word of all of its rows: the lanes are rows, as in the CPU backend's tiles,
- * and every operation is a plain vertical one (~4.5 cycles a row-block, 2x the rate of mv_).
+ * and every operation is a plain vertical one on row vectors (rv_u / rv_f, see the prelude):
+ * ~4.5 cycles a 32-weight row-block, 2x the rate of mv_.
  *
  * Layout (rp_pack): rows go in groups of RP_ROWS (the last one padded with zero rows); in a
  * group, 16-bit word w of row r (bytes 2w, 2w+1 of the row as stored in GGUF) is at word
  * w * RP_ROWS + r. Every block size is even, so blocks keep their GGUF bytes and only the
  * word order changes.
  *
- * The quants become floats without a conversion instruction: a v-bit unsigned value placed in
- * the top v mantissa bits of 1.0f reads as 1 + v / 2^v_bits (ONE_PLUS), so a block's sum of
- * (1 + q / 2^b) x gives sum q x = 2^b (p - sum x) with the x sums shared by all rows.
+ * The quants become floats without a conversion instruction: a b-bit unsigned value placed in
+ * the top b mantissa bits of 1.0f reads as 1 + q / 2^b (ONE_PLUS). mr_ of the five common
+ * types sums (1 + q / 2^b) x over a block and gets sum q x = 2^b (p - sum x), the x sums shared
+ * by all rows; the other kernels turn each value into the element with one multiply-add
+ * (rt_block).
  *
- * Launch: global (ceil(groups / lsz) * lsz), local (lsz); one work-item per group.
- * The host (backends/kops.c) packs a matrix on its first one-token product on a CPU device. */
+ * Launch: global (ceil(groups / lsz) * lsz, tokens (mre_: one each; mrt_: MRT_TOK each)),
+ * local (lsz, 1); one work-item per row group. The host (backends/kops.c) packs a matrix on its
+ * first product on a CPU device and drops the packs when the matrix is written or freed. */
 
 #define RP_ROWS RV_N
 #define RP_PREFETCH 2048    /* bytes ahead of the block being read (best of 1-4 KiB on PoCL) */
@@ -77,6 +82,16 @@ DEVFN float sum_x(GLOBAL const float *x, const int n)
     for (int i = 0; i < 8; i++)
         s[i] = n == 32 ? (x[i] + x[i + 8]) + (x[i + 16] + x[i + 24]) : x[i] + x[i + 8];
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* the RP_ROWS values of v to y (rows past n_rows dropped) */
+DEVFN void rt_store(rv_f v, GLOBAL float *y, int r0, int n_rows)
+{
+    float out[RP_ROWS];
+    RV_STORE(v, out);
+    for (int r = 0; r < RP_ROWS; r++)
+        if (r0 + r < n_rows)
+            y[r0 + r] = out[r];
 }
 
 /* Each rp_<type> adds the products of one block of the group's rows with xb to acc. The scales
@@ -227,11 +242,7 @@ DEVFN void mr_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, 
         else
             acc = rp_q6_k(b, xb, acc);
     }
-    float out[RP_ROWS];
-    RV_STORE(acc, out);
-    for (int r = 0; r < RP_ROWS; r++)
-        if (g * RP_ROWS + r < n_rows)
-            y[y_off + (u64)g * RP_ROWS + r] = out[r];
+    rt_store(acc, y + y_off, g * RP_ROWS, n_rows);
 }
 
 #define MR_KERNEL(name, T)                                                                    \
@@ -488,15 +499,6 @@ DEVFN rv_f rt_one(const int T, GLOBAL const u16 *grp, int nb, GLOBAL const float
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-/* the RP_ROWS values of v to y (rows past n_rows dropped) */
-DEVFN void rt_store(rv_f v, GLOBAL float *y, int r0, int n_rows)
-{
-    float out[RP_ROWS];
-    RV_STORE(v, out);
-    for (int r = 0; r < RP_ROWS; r++)
-        if (r0 + r < n_rows)
-            y[r0 + r] = out[r];
-}
 
 DEVFN void mrt_body(const int T, const int NT, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w,
                     int n_rows, int n_cols, GLOBAL const float *x, u64 x_off, int n_tok)
