@@ -94,55 +94,22 @@ PORTA_RV_OP(rv_u, unsigned, >>)
 PORTA_RV_OP(rv_f, float, +)
 PORTA_RV_OP(rv_f, float, -)
 PORTA_RV_OP(rv_f, float, *)
-__device__ inline rv_u operator~(rv_u a)
-{
-    rv_u r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = ~a.v[i];
-    return r;
-}
-__device__ inline rv_u porta_rv_load_u16(const uint16_t *p)
-{
-    rv_u r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = p[i];
-    return r;
-}
-__device__ inline rv_u porta_rv_u(unsigned s)
-{
-    rv_u r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = s;
-    return r;
-}
-__device__ inline rv_f porta_rv_f(float s)
-{
-    rv_f r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = s;
-    return r;
-}
-__device__ inline rv_f porta_rv_as_f(rv_u u)
-{
-    rv_f r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = __uint_as_float(u.v[i]);
-    return r;
-}
-__device__ inline rv_u porta_rv_as_u(rv_f f)
-{
-    rv_u r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = __float_as_uint(f.v[i]);
-    return r;
-}
-__device__ inline rv_f porta_rv_cvt_f(rv_u u)
-{
-    rv_f r;
-    for (int i = 0; i < RV_N; i++)
-        r.v[i] = (float)u.v[i];
-    return r;
-}
+/* a row vector whose lane i is expr (of the argument a and the lane i) */
+#define PORTA_RV_FN(name, TR, TA, expr)                                                       \
+    __device__ inline TR name(TA a)                                                           \
+    {                                                                                         \
+        TR r;                                                                                 \
+        for (int i = 0; i < RV_N; i++)                                                        \
+            r.v[i] = (expr);                                                                  \
+        return r;                                                                             \
+    }
+PORTA_RV_FN(operator~, rv_u, rv_u, ~a.v[i])
+PORTA_RV_FN(porta_rv_load_u16, rv_u, const uint16_t *, a[i])
+PORTA_RV_FN(porta_rv_u, rv_u, unsigned, a)
+PORTA_RV_FN(porta_rv_f, rv_f, float, a)
+PORTA_RV_FN(porta_rv_as_f, rv_f, rv_u, __uint_as_float(a.v[i]))
+PORTA_RV_FN(porta_rv_as_u, rv_u, rv_f, __float_as_uint(a.v[i]))
+PORTA_RV_FN(porta_rv_cvt_f, rv_f, rv_u, (float)a.v[i])
 __device__ inline rv_u porta_rv_ge(rv_u a, unsigned s)
 {
     rv_u r;

@@ -208,12 +208,18 @@ START_TEST(test_matmul_plans)
 }
 END_TEST
 
+/* the device wants row packs (a CPU device), a group of 4 work-items for mr_ */
+static void use_row_packs(void)
+{
+    g_ctx.d.row_packs = true;
+    g_ctx.d.mr_lsz = 4;
+}
+
 /* one-token products over row packs: made once per matrix (rp_pack, then mr_), dropped when the
  * source is written or freed, and the plain kernels where packs do not apply */
 START_TEST(test_row_packs)
 {
-    g_ctx.d.row_packs = true;
-    g_ctx.d.mr_lsz = 4;
+    use_row_packs();
     struct porta_weight w = weight(PORTA_Q4_0, 100, 64);
     w.off = 36;
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 8), &w, V(&B2, 4), 1), 0);
@@ -289,8 +295,7 @@ END_TEST
  * with a view's stride or a partial group stays on me_ */
 START_TEST(test_row_packs_experts)
 {
-    g_ctx.d.row_packs = true;
-    g_ctx.d.mr_lsz = 4;
+    use_row_packs();
     struct porta_weight w = weight(PORTA_Q4_K, 32, 256);
     w.n_mat = 4;
     struct porta_experts_params ep = { .n_tok = 3, .k = 2, .ids = { &B2, 16 } };
@@ -323,8 +328,7 @@ END_TEST
 /* without memory for packs: one warning, the plain kernel, and no further attempts */
 START_TEST(test_row_packs_no_memory)
 {
-    g_ctx.d.row_packs = true;
-    g_ctx.d.mr_lsz = 4;
+    use_row_packs();
     g_bufs.refuse = true;
     struct porta_weight w = weight(PORTA_Q4_K, 32, 256);
     ck_assert_int_eq(kops_matmul(&g_be, V(&B0, 0), &w, V(&B2, 0), 1), 0);

@@ -84,6 +84,15 @@ DEVFN float sum_x(GLOBAL const float *x, const int n)
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* asks for the block bw words a row ahead of b to be fetched RP_PREFETCH bytes early: the
+ * hardware prefetchers alone leave a CPU core waiting on DRAM between blocks (9.3 GB/s on 2
+ * cores; 16 with this: 8960x1536 Q4_0, weights not in cache) */
+DEVFN void rp_prefetch(GLOBAL const u16 *b, const int bw)
+{
+    for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)
+        PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
+}
+
 /* the RP_ROWS values of v to y (rows past n_rows dropped) */
 DEVFN void rt_store(rv_f v, GLOBAL float *y, int r0, int n_rows)
 {
@@ -138,6 +147,22 @@ DEVFN rv_f rp_q8_0(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
     return MAD(d, qx, acc);
 }
 
+/* Q4_K / Q5_K: the 6-bit scale and min of units j and j + 1 (j even) from scale bytes 4..15 */
+DEVFN void k4_scales(GLOBAL const u16 *b, const int j, rv_u *sl, rv_u *ml, rv_u *sh, rv_u *mh)
+{
+    if (j < 4) {
+        *sl = rp_byte(b, 4 + j) & 63u;
+        *ml = rp_byte(b, 4 + j + 4) & 63u;
+        *sh = rp_byte(b, 4 + j + 1) & 63u;
+        *mh = rp_byte(b, 4 + j + 5) & 63u;
+    } else {
+        *sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
+        *ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
+        *sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
+        *mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
+    }
+}
+
 /* Q4_K: words 0 d, 1 dmin, 2..7 the 12 scale bytes (bytes 4..15), 8..71 qs; 64-element chunk
  * c is 16 words, unit 2c the low nibbles and 2c + 1 the high ones (elements 2k and 2k + 1 in
  * word k) */
@@ -146,19 +171,8 @@ DEVFN rv_f rp_q4_k(GLOBAL const u16 *b, GLOBAL const float *xb, rv_f acc)
     rv_f d = rv_half_to_float(RPV(b, 0)), dmin = rv_half_to_float(RPV(b, 1));
     UNROLL      /* the scale numbers become constants */
     for (int c = 0; c < 4; c++) {
-        const int j = 2 * c;            /* the low unit's scale number; j + 1 the high one's */
-        rv_u sl, ml, sh, mh;            /* 6-bit scales and mins of units j and j + 1 */
-        if (j < 4) {
-            sl = rp_byte(b, 4 + j) & 63u;
-            ml = rp_byte(b, 4 + j + 4) & 63u;
-            sh = rp_byte(b, 4 + j + 1) & 63u;
-            mh = rp_byte(b, 4 + j + 5) & 63u;
-        } else {
-            sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
-            ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
-            sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
-            mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
-        }
+        rv_u sl, ml, sh, mh;            /* 6-bit scales and mins of units 2c and 2c + 1 */
+        k4_scales(b, 2 * c, &sl, &ml, &sh, &mh);
         GLOBAL const float *xc = xb + 64 * c;
         float slo = sum_x(xc, 32), shi = sum_x(xc + 32, 32);
         rv_f pa = RV_F(0.0f), pb = pa, pc = pa, pd = pa;
@@ -229,10 +243,7 @@ DEVFN void mr_body(const int T, GLOBAL float *y, u64 y_off, GLOBAL const u8 *w, 
     for (int j = 0; j < nb; j++) {
         GLOBAL const u16 *b = grp + (u64)j * bw * RP_ROWS;
         GLOBAL const float *xb = x + x_off + (u64)j * qk;
-        /* the hardware prefetchers alone leave a CPU core waiting on DRAM between blocks
-         * (9.3 GB/s on 2 cores; 16 with this: 8960x1536 Q4_0, weights not in cache) */
-        for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)
-            PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
+        rp_prefetch(b, bw);
         if (T == T_Q4_0 || T == T_Q4_1)
             acc = rp_q4_legacy(T, b, xb, acc);
         else if (T == T_Q8_0)
@@ -321,21 +332,6 @@ DEVFN void rt_q5_legacy(const int NT, GLOBAL const u16 *b, int qw, rv_f A, rv_f 
     }
 }
 
-/* Q4_K / Q5_K: the 6-bit scale and min of units j and j + 1 (j even) from scale bytes 4..15 */
-DEVFN void k4_scales(GLOBAL const u16 *b, const int j, rv_u *sl, rv_u *ml, rv_u *sh, rv_u *mh)
-{
-    if (j < 4) {
-        *sl = rp_byte(b, 4 + j) & 63u;
-        *ml = rp_byte(b, 4 + j + 4) & 63u;
-        *sh = rp_byte(b, 4 + j + 1) & 63u;
-        *mh = rp_byte(b, 4 + j + 5) & 63u;
-    } else {
-        *sl = (rp_byte(b, 4 + j + 4) & 15u) | ((rp_byte(b, 4 + j - 4) >> 6u) << 4u);
-        *ml = (rp_byte(b, 4 + j + 4) >> 4u) | ((rp_byte(b, 4 + j) >> 6u) << 4u);
-        *sh = (rp_byte(b, 4 + j + 5) & 15u) | ((rp_byte(b, 4 + j - 3) >> 6u) << 4u);
-        *mh = (rp_byte(b, 4 + j + 5) >> 4u) | ((rp_byte(b, 4 + j + 1) >> 6u) << 4u);
-    }
-}
 
 /* Q3_K: signed scale number i (0..15) from scale bytes 96..107 */
 DEVFN rv_f k3_scale_v(GLOBAL const u16 *b, const int i)
@@ -492,8 +488,7 @@ DEVFN rv_f rt_one(const int T, GLOBAL const u16 *grp, int nb, GLOBAL const float
         acc[t] = RV_F(0.0f);
     for (int j = 0; j < nb; j++) {
         GLOBAL const u16 *b = grp + (u64)j * bw * RP_ROWS;
-        for (int o = 0; o < 2 * bw * RP_ROWS; o += 64)  /* see mr_body */
-            PREFETCH((GLOBAL const u8 *)b + RP_PREFETCH + o);
+        rp_prefetch(b, bw);
         rt_block(T, 1, b, xt, j * qk, acc);
     }
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
